@@ -1,0 +1,102 @@
+//! A started child, and how an actix actor becomes one.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
+use futures::channel::oneshot;
+use futures::future::{LocalBoxFuture, Shared};
+use futures::FutureExt;
+
+/// How a child ended.
+///
+/// `Clone` because two parties await the same end: the supervisor (to decide on a restart)
+/// and, during shutdown, the phase that stopped the child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The child stopped on its own or because it was asked to.
+    Normal,
+    /// The child panicked or failed; the text says why (the panic message, the I/O error).
+    Failed(String),
+}
+
+/// A started child: a future that resolves when it has ended, and a way to ask it to stop.
+///
+/// The supervisor does not care what the child is (an actor, the HTTP server, a worker pool);
+/// it only needs to know when it ends and how to ask it to end.
+pub struct Running {
+    exited: Shared<LocalBoxFuture<'static, Exit>>,
+    stop: Rc<dyn Fn()>,
+}
+
+impl Running {
+    /// `exited` resolves when the child has ended; `stop` asks it to stop gracefully and must
+    /// return at once (the end is observed through `exited`).
+    pub fn new(exited: impl Future<Output = Exit> + 'static, stop: impl Fn() + 'static) -> Self {
+        Self {
+            exited: exited.boxed_local().shared(),
+            stop: Rc::new(stop),
+        }
+    }
+
+    /// Resolves when the child has ended; may be awaited any number of times.
+    pub fn exited(&self) -> Shared<LocalBoxFuture<'static, Exit>> {
+        self.exited.clone()
+    }
+
+    /// A handle that asks the child to stop gracefully.
+    pub fn stopper(&self) -> Rc<dyn Fn()> {
+        Rc::clone(&self.stop)
+    }
+}
+
+/// Asks a supervised actor to stop gracefully.
+///
+/// Every actor started with [`start_actor`] handles it; most answer with `ctx.stop()`, one that
+/// holds resources in other systems (locks) releases them first.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Starts `actor` on the current arbiter and watches its task.
+///
+/// Why not `Actor::start`: when a handler panics, actix drops the actor's task and closes its
+/// mailbox, and nobody hears of it. Here the actor's context future is polled inside
+/// `catch_unwind`, so a panic becomes [`Exit::Failed`] with the panic message, the process
+/// keeps running, and the supervisor can restart the actor.
+pub fn start_actor<A>(actor: A) -> (Addr<A>, Running)
+where
+    A: Actor<Context = Context<A>> + Handler<Stop>,
+{
+    let context = Context::new();
+    let addr = context.address();
+    let mut task = Box::pin(context.into_future(actor));
+    let (done_tx, done_rx) = oneshot::channel();
+    actix_rt::spawn(async move {
+        let exit = match AssertUnwindSafe(task.as_mut()).catch_unwind().await {
+            Ok(()) => Exit::Normal,
+            Err(payload) => Exit::Failed(panic_message(payload.as_ref())),
+        };
+        // Dropping a context that is still "alive" (as after a panic) polls it once more to run
+        // `stopped()`; a second panic there must not escape into the arbiter either.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(task)));
+        let _ = done_tx.send(exit);
+    });
+    let exited =
+        done_rx.map(|exit| exit.unwrap_or_else(|_| Exit::Failed("actor task vanished".into())));
+    let stopper = addr.clone();
+    (addr, Running::new(exited, move || stopper.do_send(Stop)))
+}
+
+/// The text of a panic payload (`panic!` with a literal or with a formatted message).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        format!("panicked: {text}")
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        format!("panicked: {text}")
+    } else {
+        "panicked".to_owned()
+    }
+}

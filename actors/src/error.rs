@@ -1,0 +1,42 @@
+//! The one error type every store actor answers with.
+
+use thiserror::Error;
+
+/// What went wrong talking to a store, in terms the HTTP edge can map to a status code in one
+/// place (503, 504, 409, 404, 422, 500).
+///
+/// The `String` payloads are for the log: the HTTP edge never echoes `Unavailable` or `Internal`
+/// details to a client, because they carry backend messages (hosts, SQL, driver errors).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store (or the actor in front of it) cannot be reached right now; retrying later may
+    /// work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer within the deadline.
+    #[error("store timed out")]
+    Timeout,
+    /// The operation conflicts with the current state (lock held, version mismatch, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The thing asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The request itself cannot be carried out (bad argument for the store).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A bug or an unexpected answer from the store.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl From<actix::MailboxError> for StoreError {
+    /// A closed mailbox means the actor is between incarnations (it crashed and the supervisor
+    /// is restarting it): that is unavailability, not a bug.
+    fn from(error: actix::MailboxError) -> Self {
+        match error {
+            actix::MailboxError::Closed => StoreError::Unavailable("actor is restarting".into()),
+            actix::MailboxError::Timeout => StoreError::Timeout,
+        }
+    }
+}

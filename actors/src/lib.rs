@@ -1,0 +1,30 @@
+//! steward-actors: the supervisor, the store actors and (later) the job workers of steward.
+//!
+//! This crate knows actix and the stores (Redis through bb8-redis, PostgreSQL through
+//! bb8-postgres) but not actix-web, so any actix service can reuse it: declare children with a
+//! [`ChildSpec`], hand them to a [`Supervisor`], and shut them down in tier order with one
+//! [`Shutdown`](supervisor::Shutdown) message.
+
+pub mod backoff;
+pub mod child;
+pub mod duration;
+pub mod error;
+pub mod managers;
+pub mod metrics;
+pub mod readiness;
+pub mod shutdown;
+pub mod slot;
+pub mod spec;
+pub mod store;
+pub mod supervisor;
+
+pub use backoff::Backoff;
+pub use child::{start_actor, Exit, Running, Stop};
+pub use error::StoreError;
+pub use metrics::Metrics;
+pub use readiness::Readiness;
+pub use shutdown::{ShutdownPlan, ShutdownReason};
+pub use slot::Slot;
+pub use spec::{ChildSpec, Escalation, Intensity, Restart, SupervisorConfig, Tier};
+pub use store::{PingReport, PoolConfig, Probe, StoreActor};
+pub use supervisor::{ChildInfo, Supervisor, Terminated};

@@ -1,0 +1,39 @@
+//! The connection managers of the two stores, built from configuration.
+
+use std::time::Duration;
+
+use bb8_postgres::PostgresConnectionManager;
+use bb8_redis::RedisConnectionManager;
+use tokio_postgres::NoTls;
+
+use crate::store::StoreActor;
+
+/// The store actor owning the Redis pool.
+pub type RedisStore = StoreActor<RedisConnectionManager>;
+/// The store actor owning the PostgreSQL pool.
+pub type PostgresStore = StoreActor<PostgresConnectionManager<NoTls>>;
+
+/// A Redis manager for `url` (`redis://`, `rediss://` or `unix://`); an error says why the URL
+/// is unusable. Nothing is connected yet.
+pub fn redis_manager(url: &str) -> Result<RedisConnectionManager, String> {
+    RedisConnectionManager::new(url)
+        .map_err(|e| format!("a Redis URL like redis://host:6379 ({e})"))
+}
+
+/// A PostgreSQL manager for `url`; `password`, when given, replaces the URL's, and every
+/// connection attempt is bounded by `connect_timeout`. Nothing is connected yet.
+pub fn postgres_manager(
+    url: &str,
+    password: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<PostgresConnectionManager<NoTls>, String> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| format!("a PostgreSQL URL like postgres://user@host:5432/db ({e})"))?;
+    if let Some(password) = password {
+        config.password(password);
+    }
+    config.connect_timeout(connect_timeout);
+    config.application_name("steward");
+    Ok(PostgresConnectionManager::new(config, NoTls))
+}

@@ -1,0 +1,75 @@
+//! Every metric steward exports: one registry, every name in this module.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms); labels are
+//! bounded sets (route patterns, actor and pool names), never raw paths or user input.
+
+use prometheus::process_collector::ProcessCollector;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// The metric families of one steward instance.
+///
+/// Passed around as `Arc<Metrics>` instead of living in a global, so that several instances in
+/// one test process do not count into each other.
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub http_requests_in_flight: IntGauge,
+    pub actor_restarts_total: IntCounterVec,
+    pub store_up: IntGaugeVec,
+    pub pool_connections: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let metrics = Self {
+            http_requests_total: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests answered"),
+                &["method", "route", "status"],
+            )?,
+            http_request_duration_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time from the request's arrival at the app to its response",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+                &["method", "route"],
+            )?,
+            http_requests_in_flight: IntGauge::new(
+                "http_requests_in_flight",
+                "HTTP requests being handled now",
+            )?,
+            actor_restarts_total: IntCounterVec::new(
+                Opts::new("actor_restarts_total", "Restarts of supervised children"),
+                &["actor"],
+            )?,
+            store_up: IntGaugeVec::new(
+                Opts::new(
+                    "store_up",
+                    "1 when the store answered its last health check",
+                ),
+                &["store"],
+            )?,
+            pool_connections: IntGaugeVec::new(
+                Opts::new("pool_connections", "Connections held by a store pool"),
+                &["pool", "state"],
+            )?,
+            registry,
+        };
+        let registry = &metrics.registry;
+        registry.register(Box::new(metrics.http_requests_total.clone()))?;
+        registry.register(Box::new(metrics.http_request_duration_seconds.clone()))?;
+        registry.register(Box::new(metrics.http_requests_in_flight.clone()))?;
+        registry.register(Box::new(metrics.actor_restarts_total.clone()))?;
+        registry.register(Box::new(metrics.store_up.clone()))?;
+        registry.register(Box::new(metrics.pool_connections.clone()))?;
+        registry.register(Box::new(ProcessCollector::for_self()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,134 @@
+//! How a supervised child is declared.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::Backoff;
+use crate::child::Running;
+
+/// The layer a child belongs to. Children start in ascending tier order and stop in descending
+/// order, so nothing is stopped while something above it may still call it: HTTP drains before
+/// the workers, the workers before the stores they use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Stores,
+    Workers,
+    Http,
+}
+
+impl Tier {
+    /// Every tier, in start order.
+    pub const ALL: [Tier; 3] = [Tier::Stores, Tier::Workers, Tier::Http];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Stores => "stores",
+            Tier::Workers => "workers",
+            Tier::Http => "http",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// When a child that ended is started again (the OTP restart types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Restart {
+    /// Always: the service cannot work without it.
+    Permanent,
+    /// Only when it failed (panic or error); a normal stop is final.
+    Transient,
+    /// Never: a one-off.
+    Temporary,
+}
+
+/// At most `max_restarts` restarts of one child within `window`; one more escalates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intensity {
+    pub max_restarts: u32,
+    #[serde(with = "crate::duration")]
+    pub window: Duration,
+}
+
+impl Default for Intensity {
+    /// 5 restarts in 60 s: enough to ride out a store blip, few enough that a crash loop is
+    /// noticed within a minute.
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the supervisor does when a child exceeds its restart intensity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Escalation {
+    /// Stay up and keep serving liveness, report not-ready, and keep restarting the child at
+    /// the longest backoff; ready again once it has stayed up for the quiet period.
+    Degrade,
+    /// Run the ordered shutdown and exit with code 70 (EX_SOFTWARE), so the orchestrator
+    /// replaces the instance.
+    Exit,
+}
+
+/// Supervisor settings shared by every child unless a spec overrides them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    pub intensity: Intensity,
+    pub backoff: Backoff,
+    /// A child that stayed up this long is considered healthy again: its backoff starts over
+    /// and a degraded mark is cleared.
+    #[serde(with = "crate::duration")]
+    pub reset_after: Duration,
+    pub escalation: Escalation,
+}
+
+/// Starts one incarnation of a child. Called again on every restart.
+pub type Factory = Box<dyn FnMut() -> Result<Running, String>>;
+
+/// A child's declaration: what it is called, where it sits, how to start it and how to treat
+/// its failures.
+pub struct ChildSpec {
+    pub name: String,
+    pub tier: Tier,
+    pub restart: Restart,
+    pub backoff: Backoff,
+    pub intensity: Intensity,
+    pub factory: Factory,
+}
+
+impl ChildSpec {
+    /// A permanent child with the supervisor's default backoff and intensity.
+    pub fn new(
+        name: impl Into<String>,
+        tier: Tier,
+        config: &SupervisorConfig,
+        factory: impl FnMut() -> Result<Running, String> + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            tier,
+            restart: Restart::Permanent,
+            backoff: config.backoff,
+            intensity: config.intensity,
+            factory: Box::new(factory),
+        }
+    }
+
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+}

@@ -1,0 +1,176 @@
+//! Wiring: builds the supervisor with its children (stores, then HTTP) from the settings.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, AsyncContext};
+use futures::FutureExt;
+use steward_actors::managers::{postgres_manager, redis_manager};
+use steward_actors::store::store_child;
+use steward_actors::{
+    ChildSpec, Exit, Metrics, Readiness, Running, Slot, Supervisor, SupervisorConfig, Terminated,
+    Tier,
+};
+
+use crate::config::{ServerSettings, Settings};
+use crate::state::AppState;
+use crate::telemetry::LogControl;
+use crate::{http, signals, telemetry};
+
+/// A started steward instance.
+///
+/// Tests start it in-process on port 0 (see `tests/common`); the binary starts it through
+/// [`serve`], which adds signal handling.
+pub struct Application {
+    pub addr: SocketAddr,
+    pub supervisor: Addr<Supervisor>,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    terminated: Terminated,
+}
+
+impl Application {
+    /// Binds the listener and starts the supervisor, which starts the stores and then HTTP.
+    /// Must be called inside an actix `System`.
+    pub fn start(settings: &Settings, log: LogControl) -> Result<Self, String> {
+        let server = &settings.server;
+        let listener = TcpListener::bind((server.host.as_str(), server.port))
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", server.host, server.port))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+        let readiness = Readiness::default();
+        let redis = Slot::default();
+        let postgres = Slot::default();
+        let password = Some(settings.postgres.password.as_str()).filter(|p| !p.is_empty());
+        let redis_child = store_child(
+            "redis",
+            redis_manager(&settings.redis.url)?,
+            settings.redis.pool,
+            settings.store_health(),
+            redis.clone(),
+            Arc::clone(&metrics),
+            &settings.supervisor,
+        );
+        let postgres_child = store_child(
+            "postgres",
+            postgres_manager(
+                &settings.postgres.url,
+                password,
+                settings.postgres.pool.connection_timeout,
+            )?,
+            settings.postgres.pool,
+            settings.store_health(),
+            postgres.clone(),
+            Arc::clone(&metrics),
+            &settings.supervisor,
+        );
+        let (supervisor, terminated) = Supervisor::new(
+            settings.supervisor,
+            settings.shutdown_plan(),
+            readiness.clone(),
+            Arc::clone(&metrics),
+        );
+        let supervisor = Supervisor::create(|ctx| {
+            let state = AppState {
+                readiness: readiness.clone(),
+                metrics: Arc::clone(&metrics),
+                supervisor: ctx.address(),
+                redis,
+                postgres,
+                log,
+                admin_token: settings.admin_token().map(Arc::from),
+                ping_timeout: settings.health.timeout,
+            };
+            supervisor
+                .child(redis_child)
+                .child(postgres_child)
+                .child(http_child(
+                    server.clone(),
+                    settings.shutdown.http_timeout,
+                    listener,
+                    state,
+                    &settings.supervisor,
+                ))
+        });
+        log::info!(target: "steward", "listening addr={addr}");
+        Ok(Self {
+            addr,
+            supervisor,
+            readiness,
+            metrics,
+            terminated,
+        })
+    }
+
+    /// Resolves with the exit code once a shutdown sequence has finished.
+    pub async fn stopped(self) -> i32 {
+        self.terminated.await
+    }
+}
+
+/// The HTTP server as a child of the top tier.
+///
+/// The listening socket stays open across restarts of the server (each incarnation serves a
+/// duplicate of it) and is closed when the child is asked to stop, so connections arriving
+/// after the HTTP phase began are refused by the kernel rather than queued unanswered.
+fn http_child(
+    settings: ServerSettings,
+    http_timeout: Duration,
+    listener: TcpListener,
+    state: AppState,
+    supervisor: &SupervisorConfig,
+) -> ChildSpec {
+    let listener = Rc::new(RefCell::new(Some(listener)));
+    ChildSpec::new("http", Tier::Http, supervisor, move || {
+        let socket = listener
+            .borrow()
+            .as_ref()
+            .ok_or("the listening socket is closed")?
+            .try_clone()
+            .map_err(|e| e.to_string())?;
+        let server = http::server(&settings, http_timeout, socket, state.clone())
+            .map_err(|e| e.to_string())?;
+        let handle = server.handle();
+        let listener = Rc::clone(&listener);
+        let exited = server.map(|result| match result {
+            Ok(()) => Exit::Normal,
+            Err(error) => Exit::Failed(error.to_string()),
+        });
+        Ok(Running::new(exited, move || {
+            listener.borrow_mut().take();
+            let handle = handle.clone();
+            actix_rt::spawn(async move { handle.stop(true).await });
+        }))
+    })
+}
+
+/// Runs the service until it has shut down; returns the process exit code.
+pub fn serve(settings: Settings) -> i32 {
+    let log = telemetry::init(&settings.log.level, settings.log.format);
+    log::info!(
+        target: "steward",
+        "starting steward {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        env!("STEWARD_GIT_COMMIT")
+    );
+    let code = actix_rt::System::new().block_on(async move {
+        let app = match Application::start(&settings, log) {
+            Ok(app) => app,
+            Err(error) => {
+                log::error!(target: "steward", "start-up failed: {error}");
+                return 1;
+            }
+        };
+        if let Err(error) = signals::handle(app.supervisor.clone()) {
+            log::error!(target: "steward", "cannot install signal handlers: {error}");
+            return 1;
+        }
+        app.stopped().await
+    });
+    log::info!(target: "steward", "exiting with code {code}");
+    telemetry::flush();
+    code
+}

@@ -1,0 +1,229 @@
+//! Range and consistency checks that types alone cannot express.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use steward_actors::managers::{postgres_manager, redis_manager};
+use steward_actors::PoolConfig;
+
+use super::load::redact_url;
+use super::{ConfigError, Origin, Settings};
+use crate::telemetry::validate_filter;
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Builds errors that name the key, its value and where the value came from.
+struct Checker<'a> {
+    origin: &'a dyn Fn(&str) -> Origin,
+}
+
+impl Checker<'_> {
+    fn fail(&self, key: &str, value: &dyn Display, expected: String) -> ConfigError {
+        ConfigError {
+            key: key.to_owned(),
+            value: Some(value.to_string()),
+            origin: (self.origin)(key),
+            expected,
+        }
+    }
+
+    fn within(&self, key: &str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+        if (min..=max).contains(&value) {
+            return Ok(());
+        }
+        Err(self.fail(key, &value, format!("an integer from {min} to {max}")))
+    }
+
+    fn lasting(
+        &self,
+        key: &str,
+        value: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<(), ConfigError> {
+        if (min..=max).contains(&value) {
+            return Ok(());
+        }
+        let expected = format!("a duration from {} to {}", shown(min), shown(max));
+        Err(self.fail(key, &shown(value), expected))
+    }
+
+    fn pool(&self, section: &str, pool: &PoolConfig) -> Result<(), ConfigError> {
+        let key = |name: &str| format!("{section}.{name}");
+        self.within(&key("max_size"), pool.max_size as usize, 1, 1_000)?;
+        self.within(
+            &key("min_idle"),
+            pool.min_idle as usize,
+            0,
+            pool.max_size as usize,
+        )?;
+        self.lasting(
+            &key("connection_timeout"),
+            pool.connection_timeout,
+            MS,
+            MINUTE,
+        )?;
+        self.lasting(&key("max_lifetime"), pool.max_lifetime, SECOND, DAY)?;
+        self.lasting(&key("idle_timeout"), pool.idle_timeout, SECOND, DAY)
+    }
+}
+
+/// Checks `settings`; `origin` tells where a key's value came from.
+pub(super) fn validate(
+    settings: &Settings,
+    origin: &dyn Fn(&str) -> Origin,
+) -> Result<(), ConfigError> {
+    let check = Checker { origin };
+
+    let server = &settings.server;
+    if server.host.trim().is_empty() {
+        return Err(check.fail("server.host", &"\"\"", "a host name or IP address".into()));
+    }
+    check.within("server.workers", server.workers, 0, 256)?;
+    check.within("server.backlog", server.backlog as usize, 1, 65_535)?;
+    check.within(
+        "server.max_connections",
+        server.max_connections,
+        1,
+        1_000_000,
+    )?;
+    check.lasting("server.keep_alive", server.keep_alive, Duration::ZERO, HOUR)?;
+    check.lasting(
+        "server.client_request_timeout",
+        server.client_request_timeout,
+        MS,
+        HOUR,
+    )?;
+    check.lasting(
+        "server.client_disconnect_timeout",
+        server.client_disconnect_timeout,
+        MS,
+        HOUR,
+    )?;
+    check.within("server.max_body_size", server.max_body_size, 1, 1 << 30)?;
+    check.within("server.max_json_size", server.max_json_size, 1, 1 << 30)?;
+
+    let redis = &settings.redis;
+    redis_manager(&redis.url).map_err(|expected| {
+        check.fail(
+            "redis.url",
+            &format!("{:?}", redact_url(&redis.url)),
+            expected,
+        )
+    })?;
+    if redis.key_prefix.len() > 64 || redis.key_prefix.chars().any(char::is_whitespace) {
+        let value = format!("{:?}", redis.key_prefix);
+        return Err(check.fail(
+            "redis.key_prefix",
+            &value,
+            "at most 64 characters, no white space".into(),
+        ));
+    }
+    check.pool("redis.pool", &redis.pool)?;
+
+    let postgres = &settings.postgres;
+    postgres_manager(&postgres.url, None, postgres.pool.connection_timeout).map_err(
+        |expected| {
+            check.fail(
+                "postgres.url",
+                &format!("{:?}", redact_url(&postgres.url)),
+                expected,
+            )
+        },
+    )?;
+    check.pool("postgres.pool", &postgres.pool)?;
+
+    if let Err(expected) = validate_filter(&settings.log.level) {
+        return Err(check.fail("log.level", &format!("{:?}", settings.log.level), expected));
+    }
+
+    let health = &settings.health;
+    check.lasting("health.interval", health.interval, 10 * MS, HOUR)?;
+    check.lasting("health.timeout", health.timeout, 10 * MS, MINUTE)?;
+    check.lasting("health.reconnect.min", health.reconnect.min, MS, HOUR)?;
+    check.lasting(
+        "health.reconnect.max",
+        health.reconnect.max,
+        health.reconnect.min,
+        HOUR,
+    )?;
+
+    let supervisor = &settings.supervisor;
+    let max_restarts = supervisor.intensity.max_restarts as usize;
+    check.within("supervisor.intensity.max_restarts", max_restarts, 0, 10_000)?;
+    check.lasting(
+        "supervisor.intensity.window",
+        supervisor.intensity.window,
+        MS,
+        DAY,
+    )?;
+    check.lasting("supervisor.backoff.min", supervisor.backoff.min, MS, HOUR)?;
+    check.lasting(
+        "supervisor.backoff.max",
+        supervisor.backoff.max,
+        supervisor.backoff.min,
+        HOUR,
+    )?;
+    check.lasting("supervisor.reset_after", supervisor.reset_after, MS, DAY)?;
+
+    let shutdown = &settings.shutdown;
+    let ten_minutes = 10 * MINUTE;
+    check.lasting(
+        "shutdown.drain_delay",
+        shutdown.drain_delay,
+        Duration::ZERO,
+        ten_minutes,
+    )?;
+    check.lasting(
+        "shutdown.http_timeout",
+        shutdown.http_timeout,
+        MS,
+        ten_minutes,
+    )?;
+    check.lasting(
+        "shutdown.workers_timeout",
+        shutdown.workers_timeout,
+        MS,
+        ten_minutes,
+    )?;
+    check.lasting(
+        "shutdown.stores_timeout",
+        shutdown.stores_timeout,
+        MS,
+        ten_minutes,
+    )?;
+    check.lasting(
+        "shutdown.orchestrator_grace",
+        shutdown.orchestrator_grace,
+        MS,
+        HOUR,
+    )?;
+    let phases = shutdown.drain_delay
+        + shutdown.http_timeout
+        + shutdown.workers_timeout
+        + shutdown.stores_timeout;
+    if shutdown.timeout <= phases {
+        let expected = format!(
+            "more than drain_delay + http_timeout + workers_timeout + stores_timeout = {}",
+            shown(phases)
+        );
+        return Err(check.fail("shutdown.timeout", &shown(shutdown.timeout), expected));
+    }
+    if shutdown.timeout >= shutdown.orchestrator_grace {
+        let expected = format!(
+            "less than shutdown.orchestrator_grace = {} (from {}), or the orchestrator kills the process mid-shutdown",
+            shown(shutdown.orchestrator_grace),
+            origin("shutdown.orchestrator_grace")
+        );
+        return Err(check.fail("shutdown.timeout", &shown(shutdown.timeout), expected));
+    }
+    Ok(())
+}
+
+fn shown(duration: Duration) -> String {
+    format!("\"{}\"", steward_actors::duration::format(duration))
+}

@@ -1,0 +1,272 @@
+//! The one error shape of the HTTP API, and the middleware that makes every error use it.
+//!
+//! Handlers and extractors return [`ApiError`]; its response carries an [`ErrorBody`] in the
+//! response extensions and no body. The [`envelope`] middleware then writes every response
+//! with status >= 400 as `{"error": {"code", "message", "request_id"}}`, whether it came from
+//! an `ApiError` or from actix-web itself (unknown route, wrong method, payload limits), so no
+//! error can escape in another shape or leak a backend message.
+
+use std::fmt;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+use steward_actors::StoreError;
+
+use super::request_id::RequestId;
+
+/// An error answer: status, a stable machine-readable code, and a message for people.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<serde_json::Value>,
+    retry_after_secs: Option<u64>,
+    /// What went wrong behind the scenes: logged with the request id, never sent.
+    cause: Option<String>,
+}
+
+/// What the envelope middleware needs to write an error body.
+#[derive(Debug, Clone)]
+pub struct ErrorBody {
+    code: &'static str,
+    message: String,
+    details: Option<serde_json::Value>,
+    cause: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            retry_after_secs: None,
+            cause: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 503 with `Retry-After`, for a dependency that is down or a service that is stopping.
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Self {
+        let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
+    /// Structured detail added to the envelope under `error.details`.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Internal detail for the log line, never for the client.
+    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::new(self.status);
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+            details: self.details.clone(),
+            cause: self.cause.clone(),
+        });
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// The one place store errors become statuses. Backend details go to `cause` (the log).
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(cause) => ApiError::unavailable(
+                "unavailable",
+                "a backing store is unavailable; retry later",
+                1,
+            )
+            .with_cause(cause),
+            StoreError::Timeout => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "a backing store did not answer in time",
+            ),
+            StoreError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
+            StoreError::Invalid(message) => ApiError::unprocessable("invalid", message),
+            StoreError::Internal(cause) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .with_cause(cause),
+        }
+    }
+}
+
+/// Maps JSON extractor failures: unreadable JSON is 400, JSON of the wrong shape 422, a body
+/// over `server.max_json_size` 413, a non-JSON content type 415.
+pub fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = match &error {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the JSON body exceeds {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
+        JsonPayloadError::Deserialize(inner) if inner.is_data() => {
+            ApiError::unprocessable("invalid_body", inner.to_string())
+        }
+        JsonPayloadError::Deserialize(inner) => {
+            ApiError::bad_request("invalid_json", format!("malformed JSON: {inner}"))
+        }
+        _ => ApiError::bad_request("invalid_body", "the request body could not be read"),
+    };
+    api.with_cause(error.to_string()).into()
+}
+
+pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_path", error.to_string()).into()
+}
+
+pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", error.to_string()).into()
+}
+
+/// The app's default service: no route matched.
+pub async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no route matches this path",
+    ))
+}
+
+/// Middleware: writes every error response (status >= 400) as the JSON envelope.
+pub async fn envelope(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // The router inside turns every handler and extractor error into a response, so `?` here
+    // only passes on what cannot happen. (Cloning the request up front to build a response from
+    // an `Err` is not an option: routing needs the request uniquely owned.)
+    let response = next.call(req).await?.map_into_boxed_body();
+    let status = response.status();
+    if status.as_u16() < 400 {
+        return Ok(response);
+    }
+    let (request, response) = response.into_parts();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    let body = response
+        .extensions()
+        .get::<ErrorBody>()
+        .cloned()
+        .unwrap_or_else(|| default_body(status, &response));
+    if let Some(cause) = &body.cause {
+        let level = if status.is_server_error() {
+            log::Level::Error
+        } else {
+            log::Level::Debug
+        };
+        log::log!(target: "steward::http", level, request_id = request_id.as_str(), code = body.code; "{}: {cause}", status.as_u16());
+    }
+    let mut error = json!({"code": body.code, "message": body.message, "request_id": request_id});
+    if let Some(details) = body.details {
+        error["details"] = details;
+    }
+    let mut replacement = HttpResponse::build(status);
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replacement.append_header((name.clone(), value.clone()));
+        }
+    }
+    let replacement = replacement.json(json!({ "error": error }));
+    Ok(ServiceResponse::new(request, replacement))
+}
+
+/// An error response actix-web produced itself, or a handler error that is not an
+/// [`ApiError`]: a code from the status, and for 5xx no text from the error (it may hold a
+/// backend message) but the error itself in the log.
+fn default_body(status: StatusCode, response: &HttpResponse) -> ErrorBody {
+    let (code, message) = match status.as_u16() {
+        400 => ("bad_request", "the request is malformed"),
+        404 => ("not_found", "no route matches this path"),
+        405 => (
+            "method_not_allowed",
+            "this route does not accept this method",
+        ),
+        408 => ("request_timeout", "the request took too long to arrive"),
+        413 => ("payload_too_large", "the request body is too large"),
+        415 => ("unsupported_media_type", "unsupported content type"),
+        431 => ("headers_too_large", "the request headers are too large"),
+        503 => ("unavailable", "the service is unavailable; retry later"),
+        504 => ("timeout", "the request timed out"),
+        500..=599 => ("internal", "internal error"),
+        _ => ("error", status.canonical_reason().unwrap_or("error")),
+    };
+    ErrorBody {
+        code,
+        message: message.to_owned(),
+        details: None,
+        cause: response.error().map(|e| e.to_string()),
+    }
+}

@@ -1,0 +1,34 @@
+//! `/version` and `/metrics`.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::{web, HttpResponse};
+use prometheus::{Encoder, TextEncoder};
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+/// `GET /version`: what is running, so an operator can tell replicas of a rollout apart.
+pub async fn version() -> HttpResponse {
+    let built = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(env!("STEWARD_BUILD_UNIX").parse().unwrap_or(0));
+    HttpResponse::Ok().json(json!({
+        "name": env!("CARGO_PKG_NAME"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": env!("STEWARD_GIT_COMMIT"),
+        "build_time": humantime::format_rfc3339_seconds(built).to_string(),
+    }))
+}
+
+/// `GET /metrics`: the registry in Prometheus text format, process metrics included.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    encoder
+        .encode(&state.metrics.registry.gather(), &mut body)
+        .map_err(|e| ApiError::from(steward_actors::StoreError::Internal(e.to_string())))?;
+    Ok(HttpResponse::Ok()
+        .content_type(encoder.format_type())
+        .body(body))
+}

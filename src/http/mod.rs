@@ -1,0 +1,81 @@
+//! The HTTP edge: the actix-web server, its middleware and its routes.
+
+mod admin;
+pub mod error;
+mod health;
+mod meta;
+mod observe;
+pub mod request_id;
+mod security;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+
+use crate::config::ServerSettings;
+use crate::state::AppState;
+
+/// Builds the server on an already bound `listener` (bound once at start-up, so a restart of
+/// the HTTP child reuses the port and a bind error surfaces before anything starts).
+///
+/// actix-web's own signal handling is disabled: the supervisor decides when HTTP stops, and
+/// `http_timeout` bounds how long in-flight requests get once it does.
+pub fn server(
+    settings: &ServerSettings,
+    http_timeout: Duration,
+    listener: TcpListener,
+    state: AppState,
+) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let limits = settings.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limits.max_json_size)
+                    .error_handler(error::json_error),
+            )
+            .app_data(web::PayloadConfig::new(limits.max_body_size))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .configure(|cfg| routes(cfg, data.admin_token.is_some()))
+            .default_service(web::to(error::no_route))
+            // Outermost last: the request id exists before anything logs, the envelope is
+            // written before the telemetry sees the final status.
+            .wrap(from_fn(error::envelope))
+            .wrap(from_fn(security::security_headers))
+            .wrap(from_fn(observe::observe))
+            .wrap(from_fn(request_id::request_id))
+    })
+    .backlog(settings.backlog)
+    .max_connections(settings.max_connections)
+    .keep_alive(settings.keep_alive)
+    .client_request_timeout(settings.client_request_timeout)
+    .client_disconnect_timeout(settings.client_disconnect_timeout)
+    .shutdown_timeout(http_timeout.as_secs_f64().ceil() as u64)
+    .disable_signals();
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
+    }
+    Ok(server.listen(listener)?.run())
+}
+
+fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
+    cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
+        .service(web::resource("/health/ready").route(web::get().to(health::ready)))
+        .service(web::resource("/metrics").route(web::get().to(meta::metrics)))
+        .service(web::resource("/version").route(web::get().to(meta::version)));
+    if admin_enabled {
+        cfg.service(web::resource("/admin/actors").route(web::get().to(admin::actors)))
+            .service(web::resource("/admin/log-level").route(web::put().to(admin::set_log_level)));
+    }
+    #[cfg(feature = "test-hooks")]
+    cfg.service(web::resource("/test/slow").route(web::get().to(test_hooks::slow)))
+        .service(web::resource("/test/crash/{store}").route(web::post().to(test_hooks::crash)));
+}

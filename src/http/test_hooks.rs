@@ -1,0 +1,47 @@
+//! Routes that exist only in builds with the `test-hooks` feature: the process tests use them
+//! to hold a request in flight and to crash a store actor inside a running service.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use steward_actors::store::Crash;
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct Slow {
+    ms: u64,
+}
+
+/// `GET /test/slow?ms=N`: answers 200 after N milliseconds (at most one minute).
+pub async fn slow(query: web::Query<Slow>) -> HttpResponse {
+    let ms = query.ms.min(60_000);
+    actix_rt::time::sleep(Duration::from_millis(ms)).await;
+    HttpResponse::Ok().json(json!({ "slept_ms": ms }))
+}
+
+/// `POST /test/crash/{store}`: makes the named store actor panic.
+pub async fn crash(
+    store: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let sent = match store.as_str() {
+        "redis" => state.redis.get().map(|addr| addr.do_send(Crash)),
+        "postgres" => state.postgres.get().map(|addr| addr.do_send(Crash)),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such store",
+            ))
+        }
+    };
+    match sent {
+        Some(()) => Ok(HttpResponse::Accepted().finish()),
+        None => Err(ApiError::unavailable("unavailable", "store not started", 1)),
+    }
+}

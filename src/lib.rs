@@ -1,0 +1,13 @@
+//! steward: the reference REST service built on the `steward-actors` framework.
+//!
+//! `main.rs` only calls [`cli::run`]; everything else lives here so the integration tests can
+//! start the same application in-process (see [`app::Application`]).
+
+pub mod app;
+pub mod cli;
+pub mod config;
+mod healthcheck;
+pub mod http;
+mod signals;
+pub mod state;
+pub mod telemetry;
