@@ -11,6 +11,7 @@ pub mod duration;
 pub mod error;
 pub mod managers;
 pub mod metrics;
+pub mod pool;
 pub mod readiness;
 pub mod shutdown;
 pub mod slot;

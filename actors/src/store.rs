@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::backoff::Backoff;
 use crate::child::{start_actor, Stop};
 use crate::metrics::Metrics;
+use crate::pool::Evicting;
 use crate::slot::Slot;
 use crate::spec::{ChildSpec, SupervisorConfig, Tier};
 
@@ -83,8 +84,8 @@ pub struct Crash;
 /// a check also re-establishes connections, so recovery needs no restart.
 pub struct StoreActor<M: ManageConnection> {
     name: &'static str,
-    manager: Arc<M>,
-    pool: Pool<M>,
+    manager: Arc<Evicting<M>>,
+    pool: Pool<Evicting<M>>,
     health: HealthConfig,
     failures: u32,
     up: Option<bool>,
@@ -115,10 +116,10 @@ where
             // The actor retries with its own backoff and reports the outage; bb8 retrying inside
             // `connection_timeout` would only hide it.
             .retry_connection(false)
-            .build_unchecked(manager.clone());
+            .build_unchecked(Evicting(manager.clone()));
         Self {
             name,
-            manager: Arc::new(manager),
+            manager: Arc::new(Evicting(manager)),
             pool: built,
             health,
             failures: 0,
@@ -127,28 +128,34 @@ where
         }
     }
 
-    /// Checks out a connection and validates it, within `timeout`.
+    /// Checks out a connection and validates it, within `timeout`. A connection that fails
+    /// validation, or does not answer in time, is marked broken so the pool replaces it.
     fn check(&self, timeout: Duration) -> impl Future<Output = PingReport> + 'static {
         let pool = self.pool.clone();
         let manager = Arc::clone(&self.manager);
         async move {
             let started = Instant::now();
-            let attempt = async {
-                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                manager.is_valid(&mut conn).await.map_err(|e| e.to_string())
+            let late = || format!("no answer within {} ms", timeout.as_millis());
+            let mut conn = match actix_rt::time::timeout(timeout, pool.get()).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(error)) => return PingReport::failed(error.to_string(), started),
+                Err(_) => return PingReport::failed(late(), started),
             };
-            match actix_rt::time::timeout(timeout, attempt).await {
-                Ok(Ok(())) => PingReport {
-                    ok: true,
-                    latency_ms: millis(started.elapsed()),
-                    error: None,
-                },
-                Ok(Err(error)) => PingReport::failed(error, started),
-                Err(_) => PingReport::failed(
-                    format!("no answer within {} ms", timeout.as_millis()),
-                    started,
-                ),
-            }
+            let remaining = timeout.saturating_sub(started.elapsed());
+            let error = match actix_rt::time::timeout(remaining, manager.is_valid(&mut conn)).await
+            {
+                Ok(Ok(())) => {
+                    return PingReport {
+                        ok: true,
+                        latency_ms: millis(started.elapsed()),
+                        error: None,
+                    }
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => late(),
+            };
+            conn.mark_broken();
+            PingReport::failed(error, started)
         }
     }
 

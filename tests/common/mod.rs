@@ -1,0 +1,251 @@
+//! Test helpers: real stores, a fresh database per test, the app started in-process on port 0,
+//! a TCP proxy the test controls, and polling instead of sleeping.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod proxy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use steward::app::Application;
+use steward::config::{self, Loaded, Sources};
+use steward::telemetry;
+use tokio_postgres::NoTls;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Redis for the tests: `STEWARD_TEST_REDIS_URL`, default the local server.
+pub fn redis_url() -> String {
+    std::env::var("STEWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A PostgreSQL database the tests may create databases from: `STEWARD_TEST_DATABASE_URL`,
+/// default the local server's `postgres` database.
+pub fn database_url() -> String {
+    std::env::var("STEWARD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// Fails the test with instructions when a store is not reachable: a missing store must never
+/// look like a passing (or silently skipped) test.
+pub async fn ensure_stores() {
+    let redis = redis_url();
+    let reachable = async {
+        let client = redis::Client::open(redis.as_str()).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    if tokio::time::timeout(Duration::from_secs(5), reachable)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        panic!(
+            "Redis is not reachable at {redis} (STEWARD_TEST_REDIS_URL). \
+             Start it with `bash .ci/stores.sh`, or point STEWARD_TEST_REDIS_URL at a server."
+        );
+    }
+    let postgres = database_url();
+    let connected = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(&postgres, NoTls),
+    )
+    .await;
+    if !matches!(connected, Ok(Ok(_))) {
+        panic!(
+            "PostgreSQL is not reachable at {postgres} (STEWARD_TEST_DATABASE_URL). \
+             Start it with `bash .ci/stores.sh`, or point STEWARD_TEST_DATABASE_URL at a server."
+        );
+    }
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let admin = database_url();
+        let name = format!("steward_test_{}", uuid::Uuid::new_v4().simple());
+        let (client, connection) = tokio_postgres::connect(&admin, NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let url = with_database(&admin, &name);
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = database_url();
+        let name = self.name.clone();
+        // Drop runs outside any async context we could borrow; use a small runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok((client, connection)) = tokio_postgres::connect(&admin, NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `postgres://u@h:5432/postgres?x=y` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// The settings a test app runs with: `config/test.toml`, the test stores, a fresh key
+/// prefix, the admin token, then `vars` (later entries win).
+pub fn test_settings(db: &TestDb, vars: &[(&str, &str)]) -> Result<Loaded, config::ConfigError> {
+    let prefix = format!("steward-test:{}:", uuid::Uuid::new_v4().simple());
+    let mut all: Vec<(String, String)> = vec![
+        ("STEWARD__REDIS__URL".into(), redis_url()),
+        ("STEWARD__POSTGRES__URL".into(), db.url.clone()),
+        ("STEWARD__REDIS__KEY_PREFIX".into(), prefix),
+        ("STEWARD__ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
+    ];
+    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    config::load(&Sources {
+        config_dir: config_dir(),
+        env_name: Some("test".into()),
+        config_file: None,
+        vars: all,
+    })
+}
+
+/// One steward instance started in this test's actix System.
+pub struct TestApp {
+    pub app: Application,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the app with extra `STEWARD__*` settings.
+pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    ensure_stores().await;
+    let db = TestDb::create().await;
+    let loaded = test_settings(&db, vars).expect("test configuration is valid");
+    let level = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
+    let log = telemetry::init(&level, loaded.settings.log.format);
+    let app = Application::start(&loaded.settings, log).expect("the app starts");
+    let addr = app.addr;
+    TestApp {
+        app,
+        addr,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+        db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A request with the admin bearer token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn status(&self, path: &str) -> u16 {
+        self.get(path).await.status().as_u16()
+    }
+
+    /// `/admin/actors`' entry for `name`.
+    pub async fn child(&self, name: &str) -> serde_json::Value {
+        let body: serde_json::Value = self
+            .admin(reqwest::Method::GET, "/admin/actors")
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        body["children"]
+            .as_array()
+            .expect("children")
+            .iter()
+            .find(|child| child["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no child {name} in {body}"))
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; fails the test after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A local port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}

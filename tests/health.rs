@@ -1,0 +1,143 @@
+//! Readiness against real stores: up with both, 503 naming a store that is down, and recovery
+//! by itself when the store comes back (faults injected through the test's TCP proxy).
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::TcpProxy;
+use common::{closed_port, eventually, spawn_app, spawn_app_with};
+use serde_json::Value;
+
+#[actix_rt::test]
+async fn ready_when_both_stores_answer() {
+    let app = spawn_app().await;
+    let response = app.get("/health/ready").await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    for store in ["redis", "postgres"] {
+        assert_eq!(body["checks"][store]["status"], "up", "{body}");
+        assert!(body["checks"][store]["latency_ms"].as_f64().is_some());
+    }
+}
+
+#[actix_rt::test]
+async fn not_ready_naming_the_store_on_a_closed_port_while_live() {
+    let url = format!("redis://127.0.0.1:{}", closed_port());
+    let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
+    assert_eq!(
+        app.status("/health/live").await,
+        200,
+        "liveness ignores stores"
+    );
+
+    let response = app.get("/health/ready").await;
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    let error = &body["error"];
+    assert_eq!(error["code"], "not_ready");
+    assert!(
+        error["message"].as_str().unwrap().contains("redis"),
+        "{body}"
+    );
+    assert_eq!(error["details"]["checks"]["redis"]["status"], "down");
+    assert_eq!(error["details"]["checks"]["postgres"]["status"], "up");
+}
+
+#[actix_rt::test]
+async fn postgres_outage_is_reported_and_recovered_from_by_itself() {
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap());
+    let db = common::TestDb::create().await;
+    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let app = spawn_app_with(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
+    let ready = |expected: u16| {
+        let app = &app;
+        move || async move { app.status("/health/ready").await == expected }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "ready through the proxy",
+        ready(200),
+    )
+    .await;
+
+    proxy.cut();
+    eventually(
+        Duration::from_secs(5),
+        "not ready while PostgreSQL is cut",
+        ready(503),
+    )
+    .await;
+    let body: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert_eq!(
+        body["error"]["details"]["checks"]["postgres"]["status"], "down",
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["details"]["checks"]["redis"]["status"], "up",
+        "{body}"
+    );
+    assert_eq!(app.status("/health/live").await, 200);
+
+    proxy.restore();
+    eventually(
+        Duration::from_secs(5),
+        "ready again once PostgreSQL is back",
+        ready(200),
+    )
+    .await;
+    assert_eq!(
+        app.child("postgres").await["restarts"],
+        0,
+        "recovered without a restart"
+    );
+}
+
+#[actix_rt::test]
+async fn redis_outage_is_reported_and_recovered_from_by_itself() {
+    let proxy = TcpProxy::start("127.0.0.1:6379".parse().unwrap());
+    let url = proxy.url("redis", "");
+    let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
+    let ready = |expected: u16| {
+        let app = &app;
+        move || async move { app.status("/health/ready").await == expected }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "ready through the proxy",
+        ready(200),
+    )
+    .await;
+    proxy.cut();
+    eventually(
+        Duration::from_secs(5),
+        "not ready while Redis is cut",
+        ready(503),
+    )
+    .await;
+    proxy.restore();
+    eventually(
+        Duration::from_secs(5),
+        "ready again once Redis is back",
+        ready(200),
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn store_metrics_follow_the_checks() {
+    let app = spawn_app().await;
+    eventually(Duration::from_secs(5), "store_up gauges", || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.contains("store_up{store=\"redis\"} 1")
+            && text.contains("store_up{store=\"postgres\"} 1")
+    })
+    .await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains("pool_connections{pool=\"postgres\",state=\"idle\"}"),
+        "{text}"
+    );
+}

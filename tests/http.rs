@@ -1,0 +1,234 @@
+//! The HTTP contract of the edge: request ids, the error envelope, headers, metrics, admin.
+
+mod common;
+
+use common::{spawn_app, spawn_app_with};
+use reqwest::Method;
+use serde_json::Value;
+
+/// Checks the envelope shape and returns the error code.
+async fn envelope(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "errors are JSON"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.expect("JSON body");
+    let error = &body["error"];
+    assert_eq!(error["request_id"], request_id.as_str(), "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    error["code"].as_str().expect("code").to_owned()
+}
+
+#[actix_rt::test]
+async fn request_id_is_echoed_when_well_formed_and_generated_otherwise() {
+    let app = spawn_app().await;
+    let kept = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "abc-123.trace:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "abc-123.trace:1");
+
+    let replaced = app
+        .client
+        .get(app.url("/health/live"))
+        .header("x-request-id", "not a valid id!")
+        .send()
+        .await
+        .unwrap();
+    let generated = replaced.headers()["x-request-id"].to_str().unwrap();
+    assert_ne!(generated, "not a valid id!");
+    assert_eq!(generated.len(), 32, "a fresh uuid: {generated}");
+
+    let error = app
+        .client
+        .get(app.url("/nowhere"))
+        .header("x-request-id", "err-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error.headers()["x-request-id"], "err-42");
+    let body: Value = error.json().await.unwrap();
+    assert_eq!(body["error"]["request_id"], "err-42");
+}
+
+#[actix_rt::test]
+async fn every_error_is_the_json_envelope() {
+    let app = spawn_app_with(&[("STEWARD__SERVER__MAX_JSON_SIZE", "64")]).await;
+
+    assert_eq!(
+        envelope(app.get("/no/such/route").await, 404).await,
+        "not_found"
+    );
+
+    let wrong_method = app
+        .client
+        .post(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(envelope(wrong_method, 405).await, "method_not_allowed");
+
+    let put = |body: &'static str, content_type: &'static str| {
+        app.admin(Method::PUT, "/admin/log-level")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let malformed = put("{\"level\": ", "application/json").await.unwrap();
+    assert_eq!(envelope(malformed, 400).await, "invalid_json");
+
+    let wrong_shape = put("{\"lvl\": \"info\"}", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(envelope(wrong_shape, 422).await, "invalid_body");
+
+    let oversized = Box::leak(format!("{{\"level\": \"{}\"}}", "x".repeat(200)).into_boxed_str());
+    let too_large = put(oversized, "application/json").await.unwrap();
+    assert_eq!(envelope(too_large, 413).await, "payload_too_large");
+
+    let wrong_type = put("level=info", "text/plain").await.unwrap();
+    assert_eq!(envelope(wrong_type, 415).await, "unsupported_media_type");
+}
+
+#[actix_rt::test]
+async fn responses_carry_security_headers() {
+    let app = spawn_app().await;
+    let json = app.get("/version").await;
+    assert_eq!(json.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(json.headers()["x-frame-options"], "DENY");
+    assert_eq!(json.headers()["referrer-policy"], "no-referrer");
+    assert!(json.headers().get("content-security-policy").is_none());
+
+    let text = app.get("/metrics").await;
+    assert!(text.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+}
+
+#[actix_rt::test]
+async fn version_names_the_build() {
+    let app = spawn_app().await;
+    let body: Value = app.get("/version").await.json().await.unwrap();
+    assert_eq!(body["name"], "steward");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(body["build_time"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+}
+
+/// The value of `http_requests_total` for one label set, 0 when absent.
+async fn requests_total(app: &common::TestApp, route: &str, status: &str) -> u64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let needle =
+        format!("http_requests_total{{method=\"GET\",route=\"{route}\",status=\"{status}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&needle))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+#[actix_rt::test]
+async fn metrics_count_requests_by_route_pattern() {
+    let app = spawn_app().await;
+    let before = requests_total(&app, "/version", "200").await;
+    for _ in 0..3 {
+        assert_eq!(app.status("/version").await, 200);
+    }
+    assert_eq!(requests_total(&app, "/version", "200").await, before + 3);
+
+    // Unknown paths share one label, so clients cannot create time series.
+    app.get("/random/a1").await;
+    app.get("/random/b2").await;
+    assert_eq!(requests_total(&app, "unmatched", "404").await, 2);
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("http_request_duration_seconds_bucket{method=\"GET\",route=\"/version\""));
+    assert!(text.contains("http_requests_in_flight"));
+    assert!(
+        text.contains("process_resident_memory_bytes"),
+        "process metrics"
+    );
+    assert!(!text.contains("/random/a1"));
+}
+
+#[actix_rt::test]
+async fn admin_routes_need_the_token() {
+    let app = spawn_app().await;
+    let anonymous = app.get("/admin/actors").await;
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    assert_eq!(envelope(anonymous, 401).await, "unauthorized");
+
+    let wrong = app
+        .client
+        .get(app.url("/admin/actors"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(envelope(wrong, 401).await, "unauthorized");
+
+    let body: Value = app
+        .admin(Method::GET, "/admin/actors")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = body["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["redis", "postgres", "http"]);
+    let http = app.child("http").await;
+    assert_eq!(http["tier"], "http");
+    assert_eq!(http["state"], "running");
+    assert_eq!(http["restarts"], 0);
+}
+
+#[actix_rt::test]
+async fn admin_routes_are_absent_without_a_token() {
+    let app = spawn_app_with(&[("STEWARD__ADMIN__TOKEN", "")]).await;
+    let response = app
+        .admin(Method::GET, "/admin/actors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(envelope(response, 404).await, "not_found");
+}
+
+#[actix_rt::test]
+async fn log_level_changes_at_run_time_and_rejects_nonsense() {
+    let app = spawn_app().await;
+    let bad = app
+        .admin(Method::PUT, "/admin/log-level")
+        .json(&serde_json::json!({"level": "loud"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(envelope(bad, 422).await, "invalid_log_level");
+
+    let good = app
+        .admin(Method::PUT, "/admin/log-level")
+        .json(&serde_json::json!({"level": "error,steward=error"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status().as_u16(), 200);
+    assert_eq!(log::max_level(), log::LevelFilter::Error);
+}
