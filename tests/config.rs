@@ -1,0 +1,282 @@
+//! Configuration: layer precedence, secrets, and every kind of error with its exit code.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use steward::config::{load, ConfigError, Loaded, Origin, Sources};
+
+fn sources(env_name: Option<&str>, file: Option<PathBuf>, vars: &[(&str, &str)]) -> Sources {
+    Sources {
+        config_dir: common::config_dir(),
+        env_name: env_name.map(str::to_owned),
+        config_file: file,
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn load_err(sources: &Sources) -> ConfigError {
+    load(sources).expect_err("the configuration must be rejected")
+}
+
+/// A file in a fresh temporary folder.
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("steward-config-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn loaded(sources: &Sources) -> Loaded {
+    load(sources).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn later_layers_win_and_origins_are_tracked() {
+    let defaults = loaded(&sources(None, None, &[]));
+    assert_eq!(defaults.settings.server.port, 8080);
+
+    let test_env = loaded(&sources(Some("test"), None, &[]));
+    assert_eq!(test_env.settings.server.port, 0, "config/test.toml");
+    assert_eq!(
+        test_env.origin("server.port"),
+        Some(&Origin::File(common::config_dir().join("test.toml")))
+    );
+    assert_eq!(
+        test_env.settings.server.backlog, 1024,
+        "untouched keys keep their default"
+    );
+
+    let file = temp_file("extra.toml", "[server]\nport = 9001\nworkers = 3\n");
+    let with_file = loaded(&sources(Some("test"), Some(file.clone()), &[]));
+    assert_eq!(with_file.settings.server.port, 9001);
+    assert_eq!(
+        with_file.origin("server.port"),
+        Some(&Origin::File(file.clone()))
+    );
+
+    let with_env = loaded(&sources(
+        Some("test"),
+        Some(file),
+        &[
+            ("STEWARD__SERVER__PORT", "9002"),
+            ("STEWARD__SHUTDOWN__DRAIN_DELAY", "250ms"),
+        ],
+    ));
+    assert_eq!(with_env.settings.server.port, 9002);
+    assert_eq!(
+        with_env.settings.server.workers, 3,
+        "the file still applies below the variable"
+    );
+    assert_eq!(with_env.settings.shutdown.drain_delay.as_millis(), 250);
+    assert_eq!(
+        with_env.origin("server.port"),
+        Some(&Origin::Env("STEWARD__SERVER__PORT".into()))
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_source() {
+    let file = temp_file("typo.toml", "[server]\nprot = 9000\n");
+    let error = load_err(&sources(None, Some(file.clone()), &[]));
+    assert_eq!(error.key, "server.prot");
+    assert_eq!(error.origin, Origin::File(file));
+
+    let error = load_err(&sources(None, None, &[("STEWARD__SERVER__PROT", "9000")]));
+    assert_eq!(error.key, "server.prot");
+    assert_eq!(error.origin, Origin::Env("STEWARD__SERVER__PROT".into()));
+    assert!(error.to_string().contains("known key"), "{error}");
+}
+
+#[test]
+fn wrong_types_name_key_value_and_origin() {
+    let error = load_err(&sources(None, None, &[("STEWARD__SERVER__PORT", "eighty")]));
+    assert_eq!(error.key, "server.port");
+    assert_eq!(error.value.as_deref(), Some("\"eighty\""));
+    assert_eq!(error.origin, Origin::Env("STEWARD__SERVER__PORT".into()));
+
+    let error = load_err(&sources(
+        None,
+        None,
+        &[("STEWARD__SHUTDOWN__HTTP_TIMEOUT", "10")],
+    ));
+    assert_eq!(error.key, "shutdown.http_timeout");
+    assert!(error.expected.contains("duration"), "{error}");
+
+    let file = temp_file("bad.toml", "[log]\nformat = \"xml\"\n");
+    let error = load_err(&sources(None, Some(file), &[]));
+    assert_eq!(error.key, "log.format");
+    assert!(error.to_string().contains("xml"), "{error}");
+}
+
+#[test]
+fn out_of_range_values_are_rejected() {
+    let cases = [
+        ("STEWARD__SERVER__PORT", "70000", "server.port"),
+        ("STEWARD__SERVER__WORKERS", "100000", "server.workers"),
+        ("STEWARD__REDIS__POOL__MAX_SIZE", "0", "redis.pool.max_size"),
+        (
+            "STEWARD__POSTGRES__POOL__MIN_IDLE",
+            "99",
+            "postgres.pool.min_idle",
+        ),
+        ("STEWARD__HEALTH__TIMEOUT", "0ms", "health.timeout"),
+        (
+            "STEWARD__SUPERVISOR__BACKOFF__MIN",
+            "1h",
+            "supervisor.backoff.max",
+        ),
+        ("STEWARD__LOG__LEVEL", "chatty", "log.level"),
+        ("STEWARD__REDIS__URL", "http://nope", "redis.url"),
+    ];
+    for (var, value, key) in cases {
+        let error = load_err(&sources(None, None, &[(var, value)]));
+        assert_eq!(error.key, key, "{var}={value}: {error}");
+    }
+}
+
+#[test]
+fn shutdown_deadlines_must_be_consistent() {
+    // Phases: 3s + 8s + 8s + 2s = 21s; the total must exceed that...
+    let error = load_err(&sources(
+        None,
+        None,
+        &[
+            ("STEWARD__SHUTDOWN__DRAIN_DELAY", "3s"),
+            ("STEWARD__SHUTDOWN__TIMEOUT", "20s"),
+        ],
+    ));
+    assert_eq!(error.key, "shutdown.timeout");
+    assert!(
+        error.expected.contains("drain_delay + http_timeout"),
+        "{error}"
+    );
+
+    // ...and stay below the orchestrator's grace period.
+    let error = load_err(&sources(
+        None,
+        None,
+        &[("STEWARD__SHUTDOWN__ORCHESTRATOR_GRACE", "22s")],
+    ));
+    assert_eq!(error.key, "shutdown.timeout");
+    assert!(error.expected.contains("orchestrator_grace"), "{error}");
+    assert!(
+        error
+            .expected
+            .contains("STEWARD__SHUTDOWN__ORCHESTRATOR_GRACE"),
+        "{error}"
+    );
+}
+
+#[test]
+fn secrets_come_from_files_and_never_print() {
+    let token = temp_file("token", "s3cr3t-token\n");
+    let path = token.to_str().unwrap();
+    let loaded = loaded(&sources(
+        None,
+        None,
+        &[
+            ("STEWARD__ADMIN__TOKEN_FILE", path),
+            (
+                "STEWARD__POSTGRES__URL",
+                "postgres://app:hunter2@db:5432/steward",
+            ),
+        ],
+    ));
+    assert_eq!(loaded.settings.admin.token, "s3cr3t-token");
+    let printed = loaded.redacted_toml();
+    assert!(!printed.contains("s3cr3t-token"), "{printed}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(
+        printed.contains("postgres://app:***@db:5432/steward"),
+        "{printed}"
+    );
+
+    let error = load_err(&sources(
+        None,
+        None,
+        &[
+            ("STEWARD__ADMIN__TOKEN_FILE", path),
+            ("STEWARD__ADMIN__TOKEN", "inline"),
+        ],
+    ));
+    assert_eq!(error.key, "admin.token_file");
+
+    let error = load_err(&sources(
+        None,
+        None,
+        &[("STEWARD__ADMIN__TOKEN_FILE", "/no/such/file")],
+    ));
+    assert_eq!(error.key, "admin.token_file");
+    assert!(error.expected.contains("readable"), "{error}");
+}
+
+#[test]
+fn a_missing_overlay_for_an_explicit_environment_is_an_error() {
+    let error = load_err(&sources(Some("staging"), None, &[]));
+    assert!(error.to_string().contains("staging.toml"), "{error}");
+}
+
+fn steward(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
+    command
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .env_remove("STEWARD_ENV")
+        .env_remove("RUST_LOG");
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("STEWARD__")) {
+        command.env_remove(name);
+    }
+    command.envs(vars.iter().copied());
+    command.output().expect("run steward")
+}
+
+#[test]
+fn check_config_prints_the_redacted_configuration() {
+    let output = steward(
+        &["check-config"],
+        &[
+            ("STEWARD__ADMIN__TOKEN", "very-secret"),
+            ("STEWARD__SERVER__PORT", "9100"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let parsed: toml::Table = printed.parse().expect("check-config prints TOML");
+    assert_eq!(parsed["server"]["port"].as_integer(), Some(9100));
+    assert_eq!(parsed["admin"]["token"].as_str(), Some("<redacted>"));
+    assert!(!printed.contains("very-secret"));
+}
+
+#[test]
+fn the_binary_exits_2_with_one_message_for_a_bad_configuration() {
+    for args in [&["check-config"][..], &["serve"][..], &[][..]] {
+        let output = steward(args, &[("STEWARD__SERVER__PORT", "70000")]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "one message: {stderr}");
+        assert!(stderr.contains("server.port = 70000"), "{stderr}");
+        assert!(stderr.contains("STEWARD__SERVER__PORT"), "{stderr}");
+    }
+}
+
+#[test]
+fn help_and_version_work() {
+    let help = steward(&["--help"], &[]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8(help.stdout).unwrap();
+    for word in ["serve", "check-config", "healthcheck", "--config"] {
+        assert!(text.contains(word), "{text}");
+    }
+    let version = steward(&["--version"], &[]);
+    assert_eq!(version.status.code(), Some(0));
+    assert!(String::from_utf8(version.stdout)
+        .unwrap()
+        .contains(env!("CARGO_PKG_VERSION")));
+}

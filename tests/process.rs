@@ -1,0 +1,263 @@
+//! The built binary under signals: ordered, draining shutdown and exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{eventually, TestDb};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A steward process with its log lines collected as they arrive.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+    _db: TestDb,
+}
+
+impl Service {
+    async fn start(vars: &[(&str, &str)]) -> Self {
+        common::ensure_stores().await;
+        let db = TestDb::create().await;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
+        command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("STEWARD_ENV", "test")
+            .env_remove("RUST_LOG")
+            .env("STEWARD__LOG__LEVEL", "info")
+            .env("STEWARD__REDIS__URL", common::redis_url())
+            .env("STEWARD__POSTGRES__URL", &db.url)
+            .envs(vars.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start steward");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let collected = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let mut service = Self {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            lines,
+            _db: db,
+        };
+        let line = service.wait_for_line("listening addr=").await;
+        let addr = line.rsplit("listening addr=").next().unwrap().trim();
+        service.addr = addr.parse().expect("listening address");
+        service
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    async fn wait_for_line(&self, needle: &str) -> String {
+        let mut found = None;
+        eventually(Duration::from_secs(10), needle, || {
+            found = self.log().into_iter().find(|line| line.contains(needle));
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.unwrap()
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal");
+    }
+
+    async fn exit_status(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "steward did not exit within {within:?}:\n{}",
+                    self.log().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The phase names of the `shutdown phase=...` lines, in order, with their outcomes.
+    fn phases(&self) -> Vec<(String, String)> {
+        self.log()
+            .iter()
+            .filter_map(|line| {
+                let rest = line.split("shutdown phase=").nth(1)?;
+                let mut words = rest.split_whitespace();
+                let phase = words.next()?.to_owned();
+                let outcome = words.next()?.strip_prefix("outcome=")?.to_owned();
+                Some((phase, outcome))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `/metrics` shows a request in flight besides the scrape itself.
+async fn until_in_flight(service: &Service, client: &reqwest::Client) {
+    eventually(
+        Duration::from_secs(5),
+        "the slow request is in flight",
+        || async {
+            let text = client
+                .get(service.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines().any(|l| l == "http_requests_in_flight 2")
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_stops_tiers_in_order() {
+    let mut service = Service::start(&[("STEWARD__SHUTDOWN__DRAIN_DELAY", "1s")]).await;
+    let client = client();
+    let slow = tokio::spawn(client.get(service.url("/test/slow?ms=2000")).send());
+    until_in_flight(&service, &client).await;
+
+    service.signal(Signal::SIGTERM);
+    eventually(Duration::from_secs(1), "readiness turns 503", || async {
+        let response = client
+            .get(service.url("/health/ready"))
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16() == 503
+    })
+    .await;
+    assert!(
+        !service
+            .log()
+            .iter()
+            .any(|l| l.contains("shutdown phase=http")),
+        "readiness was 503 before the HTTP drain began"
+    );
+
+    let response = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.text().await.unwrap(), r#"{"slept_ms":2000}"#);
+
+    let status = service.exit_status(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "{}", service.log().join("\n"));
+    let phases = service.phases();
+    let names: Vec<&str> = phases.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["readiness", "drain_delay", "http", "workers", "stores"]
+    );
+    assert!(
+        phases.iter().all(|(_, outcome)| outcome == "ok"),
+        "{phases:?}"
+    );
+    assert!(
+        client
+            .get(service.url("/health/live"))
+            .send()
+            .await
+            .is_err(),
+        "nothing listens after exit"
+    );
+}
+
+#[tokio::test]
+async fn a_phase_past_its_deadline_is_named_and_the_sequence_goes_on() {
+    let mut service = Service::start(&[("STEWARD__SHUTDOWN__HTTP_TIMEOUT", "1500ms")]).await;
+    let client = client();
+    let slow = tokio::spawn(client.get(service.url("/test/slow?ms=10000")).send());
+    until_in_flight(&service, &client).await;
+
+    service.signal(Signal::SIGTERM);
+    let status = service.exit_status(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "the total deadline was kept");
+    let phases = service.phases();
+    assert!(
+        phases.contains(&("http".into(), "timeout".into())),
+        "{phases:?}"
+    );
+    assert!(
+        phases.contains(&("stores".into(), "ok".into())),
+        "{phases:?}"
+    );
+    let _ = slow.await;
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_with_130() {
+    let mut service = Service::start(&[
+        ("STEWARD__SHUTDOWN__DRAIN_DELAY", "10s"),
+        ("STEWARD__SHUTDOWN__TIMEOUT", "25s"),
+        ("STEWARD__SHUTDOWN__ORCHESTRATOR_GRACE", "30s"),
+    ])
+    .await;
+    service.signal(Signal::SIGTERM);
+    service.wait_for_line("starting the ordered shutdown").await;
+    service.signal(Signal::SIGINT);
+    let status = service.exit_status(Duration::from_secs(3)).await;
+    assert_eq!(status.code(), Some(130));
+}
+
+#[tokio::test]
+async fn sigint_alone_is_a_graceful_stop() {
+    let mut service = Service::start(&[]).await;
+    service.signal(Signal::SIGINT);
+    let status = service.exit_status(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0));
+    service.wait_for_line("received SIGINT").await;
+}
+
+#[tokio::test]
+async fn healthcheck_subcommand_reports_liveness() {
+    let service = Service::start(&[]).await;
+    let run = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_steward"))
+            .arg("healthcheck")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("STEWARD_ENV", "test")
+            .env("STEWARD__SERVER__PORT", port.to_string())
+            .output()
+            .expect("run healthcheck")
+    };
+    assert_eq!(run(service.addr.port()).status.code(), Some(0));
+    let down = run(common::closed_port());
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}
