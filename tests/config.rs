@@ -263,6 +263,7 @@ fn the_binary_exits_2_with_one_message_for_a_bad_configuration() {
         assert_eq!(stderr.lines().count(), 1, "one message: {stderr}");
         assert!(stderr.contains("server.port = 70000"), "{stderr}");
         assert!(stderr.contains("STEWARD__SERVER__PORT"), "{stderr}");
+        assert!(stderr.contains("an integer from 0 to 65535"), "{stderr}");
     }
 }
 

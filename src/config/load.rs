@@ -150,7 +150,7 @@ pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
             ConfigError {
                 value: lookup(&merged, &key).map(|v| shown(&key, v)),
                 origin: origin_of(&origins, &key),
-                expected: error.into_inner().message().trim().to_owned(),
+                expected: plain_types(error.into_inner().message().trim()),
                 key,
             }
         })?;
@@ -295,6 +295,19 @@ fn resolve_secret_files(
         );
     }
     Ok(())
+}
+
+/// serde names Rust types ("expected u16"); operators need the range.
+fn plain_types(message: &str) -> String {
+    [
+        ("expected u16", "expected an integer from 0 to 65535"),
+        ("expected u32", "expected an integer from 0 to 4294967295"),
+        ("expected usize", "expected a non-negative integer"),
+    ]
+    .iter()
+    .fold(message.to_owned(), |text, (rust, plain)| {
+        text.replace(rust, plain)
+    })
 }
 
 fn origin_of(origins: &BTreeMap<String, Origin>, key: &str) -> Origin {
