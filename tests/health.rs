@@ -46,16 +46,11 @@ async fn not_ready_naming_the_store_on_a_closed_port_while_live() {
     assert_eq!(error["details"]["checks"]["postgres"]["status"], "up");
 }
 
-#[actix_rt::test]
-async fn postgres_outage_is_reported_and_recovered_from_by_itself() {
-    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap());
-    let db = common::TestDb::create().await;
-    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
-    let app = spawn_app_with(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
-    let ready = |expected: u16| {
-        let app = &app;
-        move || async move { app.status("/health/ready").await == expected }
-    };
+/// Runs `app` with `store` behind `proxy`: ready through the proxy, not ready (naming the
+/// store, still live) while it is cut, ready again without a restart once it is restored.
+async fn outage_and_recovery(app: &common::TestApp, proxy: &TcpProxy, store: &str) {
+    let ready =
+        |expected: u16| move || async move { app.status("/health/ready").await == expected };
     eventually(
         Duration::from_secs(5),
         "ready through the proxy",
@@ -66,33 +61,39 @@ async fn postgres_outage_is_reported_and_recovered_from_by_itself() {
     proxy.cut();
     eventually(
         Duration::from_secs(5),
-        "not ready while PostgreSQL is cut",
+        "not ready while the store is cut",
         ready(503),
     )
     .await;
     let body: Value = app.get("/health/ready").await.json().await.unwrap();
-    assert_eq!(
-        body["error"]["details"]["checks"]["postgres"]["status"], "down",
-        "{body}"
-    );
-    assert_eq!(
-        body["error"]["details"]["checks"]["redis"]["status"], "up",
-        "{body}"
-    );
+    let checks = &body["error"]["details"]["checks"];
+    for (name, check) in checks.as_object().unwrap() {
+        let expected = if name == store { "down" } else { "up" };
+        assert_eq!(check["status"], expected, "{name}: {body}");
+    }
     assert_eq!(app.status("/health/live").await, 200);
 
     proxy.restore();
     eventually(
         Duration::from_secs(5),
-        "ready again once PostgreSQL is back",
+        "ready again once the store is back",
         ready(200),
     )
     .await;
     assert_eq!(
-        app.child("postgres").await["restarts"],
+        app.child(store).await["restarts"],
         0,
         "recovered without a restart"
     );
+}
+
+#[actix_rt::test]
+async fn postgres_outage_is_reported_and_recovered_from_by_itself() {
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap());
+    let db = common::TestDb::create().await;
+    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let app = spawn_app_with(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
+    outage_and_recovery(&app, &proxy, "postgres").await;
 }
 
 #[actix_rt::test]
@@ -100,30 +101,7 @@ async fn redis_outage_is_reported_and_recovered_from_by_itself() {
     let proxy = TcpProxy::start("127.0.0.1:6379".parse().unwrap());
     let url = proxy.url("redis", "");
     let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
-    let ready = |expected: u16| {
-        let app = &app;
-        move || async move { app.status("/health/ready").await == expected }
-    };
-    eventually(
-        Duration::from_secs(5),
-        "ready through the proxy",
-        ready(200),
-    )
-    .await;
-    proxy.cut();
-    eventually(
-        Duration::from_secs(5),
-        "not ready while Redis is cut",
-        ready(503),
-    )
-    .await;
-    proxy.restore();
-    eventually(
-        Duration::from_secs(5),
-        "ready again once Redis is back",
-        ready(200),
-    )
-    .await;
+    outage_and_recovery(&app, &proxy, "redis").await;
 }
 
 #[actix_rt::test]

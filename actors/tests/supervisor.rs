@@ -10,7 +10,7 @@ use actix::prelude::*;
 use steward_actors::supervisor::{ChildState, ListChildren, Shutdown};
 use steward_actors::{
     start_actor, Backoff, ChildInfo, ChildSpec, Escalation, Intensity, Metrics, Readiness, Restart,
-    ShutdownPlan, ShutdownReason, Stop, Supervisor, SupervisorConfig, Tier,
+    ShutdownPlan, ShutdownReason, Stop, Supervisor, SupervisorConfig, Terminated, Tier,
 };
 
 /// A child that panics or stops on request, and records its stop in a shared journal.
@@ -98,6 +98,18 @@ fn probe(
     (spec, current)
 }
 
+/// Starts a supervisor over `children`.
+fn supervise(
+    config: SupervisorConfig,
+    readiness: &Readiness,
+    children: Vec<ChildSpec>,
+) -> (Addr<Supervisor>, Terminated) {
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let (supervisor, terminated) = Supervisor::new(config, plan(), readiness.clone(), metrics);
+    let supervisor = children.into_iter().fold(supervisor, Supervisor::child);
+    (supervisor.start(), terminated)
+}
+
 async fn child(supervisor: &Addr<Supervisor>, name: &str) -> ChildInfo {
     let children = supervisor.send(ListChildren).await.unwrap();
     children.into_iter().find(|c| c.name == name).unwrap()
@@ -150,13 +162,8 @@ async fn restart_types_decide_what_happens_after_an_end() {
         &config,
         &journal,
     );
-    let metrics = Arc::new(Metrics::new().unwrap());
-    let (supervisor, _terminated) = Supervisor::new(config, plan(), Readiness::default(), metrics);
-    let supervisor = supervisor
-        .child(permanent)
-        .child(transient)
-        .child(temporary)
-        .start();
+    let children = vec![permanent, transient, temporary];
+    let (supervisor, _terminated) = supervise(config, &Readiness::default(), children);
     for name in ["permanent", "transient", "temporary"] {
         until(&supervisor, name, |c| c.state == ChildState::Running).await;
     }
@@ -190,13 +197,7 @@ async fn a_transient_child_that_panics_is_restarted() {
         &config,
         &journal,
     );
-    let (supervisor, _terminated) = Supervisor::new(
-        config,
-        plan(),
-        Readiness::default(),
-        Arc::new(Metrics::new().unwrap()),
-    );
-    let supervisor = supervisor.child(spec).start();
+    let (supervisor, _terminated) = supervise(config, &Readiness::default(), vec![spec]);
     for round in 1..=3 {
         until(&supervisor, "flaky", |c| c.state == ChildState::Running).await;
         send(&current, Order::Panic);
@@ -219,26 +220,19 @@ async fn escalation_exit_runs_the_shutdown_with_code_70() {
         &journal,
     );
     let readiness = Readiness::default();
-    let (supervisor, terminated) = Supervisor::new(
-        config,
-        plan(),
-        readiness.clone(),
-        Arc::new(Metrics::new().unwrap()),
-    );
-    let supervisor = supervisor.child(crashing).start();
-    for round in 1..=2 {
+    let (supervisor, terminated) = supervise(config, &readiness, vec![crashing]);
+    for restarts in 0..=2 {
         until(&supervisor, "crashing", |c| {
-            c.restarts == round - 1 && c.state == ChildState::Running
+            c.restarts == restarts && c.state == ChildState::Running
         })
         .await;
         send(&current, Order::Panic);
     }
-    until(&supervisor, "crashing", |c| {
-        c.restarts == 2 && c.state == ChildState::Running
-    })
-    .await;
-    send(&current, Order::Panic);
-    assert_eq!(terminated.await, 70);
+    assert_eq!(
+        terminated.await,
+        70,
+        "the third restart in the window escalates"
+    );
     assert!(readiness.is_shutting_down());
 }
 
@@ -257,13 +251,7 @@ async fn shutdown_stops_tiers_from_the_top_down() {
         &journal,
     );
     let readiness = Readiness::default();
-    let (supervisor, terminated) = Supervisor::new(
-        config,
-        plan(),
-        readiness.clone(),
-        Arc::new(Metrics::new().unwrap()),
-    );
-    let supervisor = supervisor.child(store).child(http).child(worker).start();
+    let (supervisor, terminated) = supervise(config, &readiness, vec![store, http, worker]);
     until(&supervisor, "http", |c| c.state == ChildState::Running).await;
 
     supervisor.do_send(Shutdown(ShutdownReason::Signal("test")));
