@@ -51,7 +51,12 @@ impl Service {
             _db: db,
         };
         let line = service.wait_for_line("listening addr=").await;
-        let addr = line.rsplit("listening addr=").next().unwrap().trim();
+        // Text or JSON, the address follows "listening addr=".
+        let rest = line.rsplit("listening addr=").next().unwrap();
+        let addr: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
         service.addr = addr.parse().expect("listening address");
         service
     }
@@ -260,4 +265,41 @@ async fn healthcheck_subcommand_reports_liveness() {
     let down = run(common::closed_port());
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_the_request_id() {
+    let mut service = Service::start(&[("STEWARD__LOG__FORMAT", "json")]).await;
+    let response = client()
+        .get(service.url("/version"))
+        .header("x-request-id", "json-log-check")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let access = service.wait_for_line("json-log-check").await;
+    let access: serde_json::Value = serde_json::from_str(&access).expect("a JSON line");
+    assert_eq!(access["target"], "steward::access");
+    assert_eq!(access["level"], "INFO");
+    assert_eq!(access["request_id"], "json-log-check");
+    assert_eq!(access["route"], "/version");
+    assert_eq!(access["status"], 200);
+    assert!(
+        access["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')),
+        "{access}"
+    );
+    assert!(access["msg"].as_str().is_some(), "{access}");
+
+    service.signal(Signal::SIGTERM);
+    assert_eq!(
+        service.exit_status(Duration::from_secs(15)).await.code(),
+        Some(0)
+    );
+    for line in service.log() {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(&line);
+        assert!(
+            parsed.is_ok_and(|v| v.is_object()),
+            "not a JSON object: {line}"
+        );
+    }
 }
