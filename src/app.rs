@@ -7,15 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, AsyncContext};
+use bb8_postgres::PostgresConnectionManager;
 use futures::FutureExt;
+use steward_actors::cache::Cache;
+use steward_actors::db::Db;
 use steward_actors::managers::{postgres_manager, redis_manager};
-use steward_actors::store::store_child;
+use steward_actors::store::{store_child, StoreSettings};
 use steward_actors::{
     ChildSpec, Exit, Metrics, Readiness, Running, Slot, Supervisor, SupervisorConfig, Terminated,
     Tier,
 };
+use tokio_postgres::NoTls;
 
 use crate::config::{ServerSettings, Settings};
+use crate::migrations::MIGRATIONS;
 use crate::state::AppState;
 use crate::telemetry::LogControl;
 use crate::{http, signals, telemetry};
@@ -42,29 +47,29 @@ impl Application {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
         let readiness = Readiness::default();
-        let redis = Slot::default();
-        let postgres = Slot::default();
-        let password = Some(settings.postgres.password.as_str()).filter(|p| !p.is_empty());
-        let redis_child = store_child(
+        let cache = Slot::default();
+        let db = Slot::default();
+        let store = |pool| StoreSettings {
+            pool,
+            health: settings.store_health(),
+            metrics: Arc::clone(&metrics),
+        };
+        let (prefix, cache_config) = (settings.redis.key_prefix.clone(), settings.cache_config());
+        let cache_child = store_child(
             "redis",
             redis_manager(&settings.redis.url)?,
-            settings.redis.pool,
-            settings.store_health(),
-            redis.clone(),
-            Arc::clone(&metrics),
+            store(settings.redis.pool),
+            move || Cache::new(prefix.clone(), cache_config.clone()),
+            cache.clone(),
             &settings.supervisor,
         );
-        let postgres_child = store_child(
+        let db_config = settings.db_config();
+        let db_child = store_child(
             "postgres",
-            postgres_manager(
-                &settings.postgres.url,
-                password,
-                settings.postgres.pool.connection_timeout,
-            )?,
-            settings.postgres.pool,
-            settings.store_health(),
-            postgres.clone(),
-            Arc::clone(&metrics),
+            postgres_manager_for(settings)?,
+            store(settings.postgres.pool),
+            move || Db::new(db_config, MIGRATIONS),
+            db.clone(),
             &settings.supervisor,
         );
         let (supervisor, terminated) = Supervisor::new(
@@ -78,15 +83,17 @@ impl Application {
                 readiness: readiness.clone(),
                 metrics: Arc::clone(&metrics),
                 supervisor: ctx.address(),
-                redis,
-                postgres,
+                cache,
+                db,
                 log,
                 admin_token: settings.admin_token().map(Arc::from),
                 ping_timeout: settings.health.timeout,
+                require_redis: settings.health.require_redis,
+                api: settings.cache.clone(),
             };
             supervisor
-                .child(redis_child)
-                .child(postgres_child)
+                .child(cache_child)
+                .child(db_child)
                 .child(http_child(
                     server.clone(),
                     settings.shutdown.http_timeout,
@@ -109,6 +116,58 @@ impl Application {
     pub async fn stopped(self) -> i32 {
         self.terminated.await
     }
+}
+
+/// The PostgreSQL manager the settings describe.
+pub fn postgres_manager_for(
+    settings: &Settings,
+) -> Result<PostgresConnectionManager<NoTls>, String> {
+    let password = Some(settings.postgres.password.as_str()).filter(|p| !p.is_empty());
+    postgres_manager(
+        &settings.postgres.url,
+        password,
+        settings.postgres.pool.connection_timeout,
+        settings.postgres.query_timeout,
+    )
+}
+
+/// `steward migrate`: applies the migrations and exits, without starting the service.
+pub fn migrate(settings: &Settings) -> i32 {
+    telemetry::init(&settings.log.level, settings.log.format);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            log::error!(target: "steward", "cannot start a runtime: {error}");
+            return 1;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        use bb8::ManageConnection;
+        let manager = postgres_manager_for(settings)?;
+        let mut client = manager.connect().await.map_err(|e| e.to_string())?;
+        steward_actors::migrations::migrate(&mut client, MIGRATIONS)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let code = match outcome {
+        Ok(applied) if applied.is_empty() => {
+            log::info!(target: "steward", "migrations: nothing to apply");
+            0
+        }
+        Ok(applied) => {
+            log::info!(target: "steward", "migrations applied: {applied:?}");
+            0
+        }
+        Err(error) => {
+            log::error!(target: "steward", "migrations failed: {error}");
+            1
+        }
+    };
+    telemetry::flush();
+    code
 }
 
 /// The HTTP server as a child of the top tier.

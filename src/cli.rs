@@ -32,6 +32,8 @@ enum Command {
     CheckConfig,
     /// GET /health/live on the configured port: exit 0 when it answers 200, 1 otherwise.
     Healthcheck,
+    /// Apply the database migrations and exit (the service also applies them at start-up).
+    Migrate,
 }
 
 /// Parses the command line, loads the configuration and runs the command; returns the
@@ -51,6 +53,7 @@ pub fn run() -> i32 {
             print!("{}", loaded.redacted_toml());
             0
         }
+        Command::Migrate => app::migrate(&loaded.settings),
         Command::Healthcheck => match healthcheck::check(&loaded.settings.server) {
             Ok(()) => 0,
             Err(error) => {

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 mod healthcheck;
 pub mod http;
+pub mod ledger;
+pub mod migrations;
 mod signals;
 pub mod state;
 pub mod telemetry;

@@ -3,10 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
-use steward_actors::managers::{PostgresStore, RedisStore};
+use actix::{Actor, Addr};
+use steward_actors::cache::CacheActor;
+use steward_actors::db::DbActor;
 use steward_actors::{Metrics, Probe, Readiness, Slot, Supervisor};
 
+use crate::config::CacheSettings;
+use crate::http::error::ApiError;
 use crate::telemetry::LogControl;
 
 /// Shared state of the HTTP edge, cloned into every actix-web worker (it is all handles:
@@ -16,18 +19,55 @@ pub struct AppState {
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     pub supervisor: Addr<Supervisor>,
-    pub redis: Slot<RedisStore>,
-    pub postgres: Slot<PostgresStore>,
+    pub cache: Slot<CacheActor>,
+    pub db: Slot<DbActor>,
     pub log: LogControl,
     /// `None` when no admin token is configured: the admin routes are then not mounted.
     pub admin_token: Option<Arc<str>>,
     /// Deadline of each store ping behind `/health/ready`.
     pub ping_timeout: Duration,
+    /// Whether readiness fails while Redis is down (`health.require_redis`).
+    pub require_redis: bool,
+    /// TTLs and limits of the kv and accounts APIs.
+    pub api: CacheSettings,
+}
+
+/// A store `/health/ready` checks.
+pub struct Dependency<'a> {
+    pub name: &'static str,
+    pub probe: &'a dyn Probe,
+    /// A required store that is down makes the instance not ready; another one only shows.
+    pub required: bool,
 }
 
 impl AppState {
-    /// Every store `/health/ready` checks, by name.
-    pub fn probes(&self) -> [(&'static str, &dyn Probe); 2] {
-        [("redis", &self.redis), ("postgres", &self.postgres)]
+    pub fn dependencies(&self) -> [Dependency<'_>; 2] {
+        [
+            Dependency {
+                name: "redis",
+                probe: &self.cache,
+                required: self.require_redis,
+            },
+            Dependency {
+                name: "postgres",
+                probe: &self.db,
+                required: true,
+            },
+        ]
     }
+
+    pub fn db(&self) -> Result<Addr<DbActor>, ApiError> {
+        current(&self.db)
+    }
+
+    pub fn cache(&self) -> Result<Addr<CacheActor>, ApiError> {
+        current(&self.cache)
+    }
+}
+
+/// The address in `slot`, or 503 before the store's first start.
+fn current<A: Actor>(slot: &Slot<A>) -> Result<Addr<A>, ApiError> {
+    slot.get().ok_or_else(|| {
+        ApiError::unavailable("unavailable", "a backing store is starting; retry later", 1)
+    })
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::TcpProxy;
-use common::{closed_port, eventually, spawn_app, spawn_app_with};
+use common::{closed_port, eventually, spawn_app, spawn_app_unchecked, spawn_app_with};
 use serde_json::Value;
 
 #[actix_rt::test]
@@ -23,9 +23,9 @@ async fn ready_when_both_stores_answer() {
 }
 
 #[actix_rt::test]
-async fn not_ready_naming_the_store_on_a_closed_port_while_live() {
-    let url = format!("redis://127.0.0.1:{}", closed_port());
-    let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
+async fn not_ready_naming_postgres_on_a_closed_port_while_live() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/steward", closed_port());
+    let app = spawn_app_unchecked(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
     assert_eq!(
         app.status("/health/live").await,
         200,
@@ -39,35 +39,88 @@ async fn not_ready_naming_the_store_on_a_closed_port_while_live() {
     let error = &body["error"];
     assert_eq!(error["code"], "not_ready");
     assert!(
-        error["message"].as_str().unwrap().contains("redis"),
+        error["message"].as_str().unwrap().contains("postgres"),
         "{body}"
     );
-    assert_eq!(error["details"]["checks"]["redis"]["status"], "down");
-    assert_eq!(error["details"]["checks"]["postgres"]["status"], "up");
+    assert_eq!(error["details"]["checks"]["postgres"]["status"], "down");
+    assert_eq!(error["details"]["checks"]["redis"]["status"], "up");
 }
 
-/// Runs `app` with `store` behind `proxy`: ready through the proxy, not ready (naming the
-/// store, still live) while it is cut, ready again without a restart once it is restored.
-async fn outage_and_recovery(app: &common::TestApp, proxy: &TcpProxy, store: &str) {
-    let ready =
-        |expected: u16| move || async move { app.status("/health/ready").await == expected };
+#[actix_rt::test]
+async fn redis_down_is_degraded_not_unready_unless_required() {
+    let url = format!("redis://127.0.0.1:{}", closed_port());
+    let app = spawn_app_unchecked(&[("STEWARD__REDIS__URL", url.as_str())]).await;
+    let ready = |status: &'static str| {
+        let app = &app;
+        move || async move {
+            let response = app.get("/health/ready").await;
+            let code = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            code == 200 && body["status"] == status && body["checks"]["redis"]["status"] == "down"
+        }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "degraded, still ready",
+        ready("degraded"),
+    )
+    .await;
+
+    let required = spawn_app_unchecked(&[
+        ("STEWARD__REDIS__URL", url.as_str()),
+        ("STEWARD__HEALTH__REQUIRE_REDIS", "true"),
+    ])
+    .await;
+    let response = required.get("/health/ready").await;
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("redis"),
+        "{body}"
+    );
+}
+
+/// Runs `app` with `store` behind `proxy`: ready through the proxy; while it is cut, the
+/// readiness answer `down` (status code and body status) naming the store, still live; ready
+/// again without a restart once it is restored.
+async fn outage_and_recovery(
+    app: &common::TestApp,
+    proxy: &TcpProxy,
+    store: &str,
+    down: (u16, &'static str),
+) {
+    let ready = |expected: (u16, &'static str)| {
+        move || async move {
+            let response = app.get("/health/ready").await;
+            let code = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            let status = body["status"]
+                .as_str()
+                .or(body["error"]["code"].as_str())
+                .unwrap_or("");
+            (code, status) == expected
+        }
+    };
     eventually(
         Duration::from_secs(5),
         "ready through the proxy",
-        ready(200),
+        ready((200, "ready")),
     )
     .await;
 
     proxy.cut();
     eventually(
         Duration::from_secs(5),
-        "not ready while the store is cut",
-        ready(503),
+        "the cut shows in readiness",
+        ready(down),
     )
     .await;
     let body: Value = app.get("/health/ready").await.json().await.unwrap();
-    let checks = &body["error"]["details"]["checks"];
-    for (name, check) in checks.as_object().unwrap() {
+    let checks = body["checks"]
+        .as_object()
+        .or(body["error"]["details"]["checks"].as_object())
+        .unwrap();
+    for (name, check) in checks {
         let expected = if name == store { "down" } else { "up" };
         assert_eq!(check["status"], expected, "{name}: {body}");
     }
@@ -77,7 +130,7 @@ async fn outage_and_recovery(app: &common::TestApp, proxy: &TcpProxy, store: &st
     eventually(
         Duration::from_secs(5),
         "ready again once the store is back",
-        ready(200),
+        ready((200, "ready")),
     )
     .await;
     assert_eq!(
@@ -93,7 +146,7 @@ async fn postgres_outage_is_reported_and_recovered_from_by_itself() {
     let db = common::TestDb::create().await;
     let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
     let app = spawn_app_with(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
-    outage_and_recovery(&app, &proxy, "postgres").await;
+    outage_and_recovery(&app, &proxy, "postgres", (503, "not_ready")).await;
 }
 
 #[actix_rt::test]
@@ -101,7 +154,7 @@ async fn redis_outage_is_reported_and_recovered_from_by_itself() {
     let proxy = TcpProxy::start("127.0.0.1:6379".parse().unwrap());
     let url = proxy.url("redis", "");
     let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
-    outage_and_recovery(&app, &proxy, "redis").await;
+    outage_and_recovery(&app, &proxy, "redis", (200, "degraded")).await;
 }
 
 #[actix_rt::test]

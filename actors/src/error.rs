@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The operation conflicts with the current state (lock held, version mismatch, ...).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The store aborted the operation because of concurrent work (serialization failure,
+    /// deadlock); running it again may succeed.
+    #[error("contention: {0}")]
+    Contention(String),
     /// The thing asked for does not exist.
     #[error("not found")]
     NotFound,

@@ -6,11 +6,14 @@
 //! [`Shutdown`](supervisor::Shutdown) message.
 
 pub mod backoff;
+pub mod cache;
 pub mod child;
+pub mod db;
 pub mod duration;
 pub mod error;
 pub mod managers;
 pub mod metrics;
+pub mod migrations;
 pub mod pool;
 pub mod readiness;
 pub mod shutdown;
@@ -27,5 +30,5 @@ pub use readiness::Readiness;
 pub use shutdown::{ShutdownPlan, ShutdownReason};
 pub use slot::Slot;
 pub use spec::{ChildSpec, Escalation, Intensity, Restart, SupervisorConfig, Tier};
-pub use store::{PingReport, PoolConfig, Probe, StoreActor};
+pub use store::{Backend, PingReport, PoolConfig, Probe, StoreActor};
 pub use supervisor::{ChildInfo, Supervisor, Terminated};

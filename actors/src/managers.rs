@@ -6,13 +6,6 @@ use bb8_postgres::PostgresConnectionManager;
 use bb8_redis::RedisConnectionManager;
 use tokio_postgres::NoTls;
 
-use crate::store::StoreActor;
-
-/// The store actor owning the Redis pool.
-pub type RedisStore = StoreActor<RedisConnectionManager>;
-/// The store actor owning the PostgreSQL pool.
-pub type PostgresStore = StoreActor<PostgresConnectionManager<NoTls>>;
-
 /// A Redis manager for `url` (`redis://`, `rediss://` or `unix://`); an error says why the URL
 /// is unusable. Nothing is connected yet.
 pub fn redis_manager(url: &str) -> Result<RedisConnectionManager, String> {
@@ -20,12 +13,15 @@ pub fn redis_manager(url: &str) -> Result<RedisConnectionManager, String> {
         .map_err(|e| format!("a Redis URL like redis://host:6379 ({e})"))
 }
 
-/// A PostgreSQL manager for `url`; `password`, when given, replaces the URL's, and every
-/// connection attempt is bounded by `connect_timeout`. Nothing is connected yet.
+/// A PostgreSQL manager for `url`; `password`, when given, replaces the URL's. Every connection
+/// attempt is bounded by `connect_timeout`, and every statement by `statement_timeout` on the
+/// server, so a query whose caller has gone cannot run on past its deadline. Nothing is
+/// connected yet.
 pub fn postgres_manager(
     url: &str,
     password: Option<&str>,
     connect_timeout: Duration,
+    statement_timeout: Duration,
 ) -> Result<PostgresConnectionManager<NoTls>, String> {
     let mut config: tokio_postgres::Config = url
         .parse()
@@ -35,5 +31,9 @@ pub fn postgres_manager(
     }
     config.connect_timeout(connect_timeout);
     config.application_name("steward");
+    config.options(format!(
+        "-c statement_timeout={}",
+        statement_timeout.as_millis()
+    ));
     Ok(PostgresConnectionManager::new(config, NoTls))
 }

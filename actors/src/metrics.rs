@@ -5,7 +5,7 @@
 
 use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The metric families of one steward instance.
@@ -20,6 +20,11 @@ pub struct Metrics {
     pub actor_restarts_total: IntCounterVec,
     pub store_up: IntGaugeVec,
     pub pool_connections: IntGaugeVec,
+    pub cache_requests_total: IntCounterVec,
+    pub cache_loader_coalesced_total: IntCounter,
+    pub cache_degraded: IntGauge,
+    pub db_query_duration_seconds: HistogramVec,
+    pub db_tx_retries_total: IntCounter,
 }
 
 impl Metrics {
@@ -60,6 +65,32 @@ impl Metrics {
                 Opts::new("pool_connections", "Connections held by a store pool"),
                 &["pool", "state"],
             )?,
+            cache_requests_total: IntCounterVec::new(
+                Opts::new("cache_requests_total", "Cache operations by outcome"),
+                &["op", "result"],
+            )?,
+            cache_loader_coalesced_total: IntCounter::new(
+                "cache_loader_coalesced_total",
+                "Cache misses that joined a load already in flight instead of running the loader",
+            )?,
+            cache_degraded: IntGauge::new(
+                "cache_degraded",
+                "1 while cache operations fail and reads fall back to the database",
+            )?,
+            db_query_duration_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "db_query_duration_seconds",
+                    "Time of a query or transaction, including the wait for a connection",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+                &["query"],
+            )?,
+            db_tx_retries_total: IntCounter::new(
+                "db_tx_retries_total",
+                "Transactions run again after a serialization failure or deadlock",
+            )?,
             registry,
         };
         let registry = &metrics.registry;
@@ -69,6 +100,11 @@ impl Metrics {
         registry.register(Box::new(metrics.actor_restarts_total.clone()))?;
         registry.register(Box::new(metrics.store_up.clone()))?;
         registry.register(Box::new(metrics.pool_connections.clone()))?;
+        registry.register(Box::new(metrics.cache_requests_total.clone()))?;
+        registry.register(Box::new(metrics.cache_loader_coalesced_total.clone()))?;
+        registry.register(Box::new(metrics.cache_degraded.clone()))?;
+        registry.register(Box::new(metrics.db_query_duration_seconds.clone()))?;
+        registry.register(Box::new(metrics.db_tx_retries_total.clone()))?;
         registry.register(Box::new(ProcessCollector::for_self()))?;
         Ok(metrics)
     }

@@ -1,12 +1,13 @@
 //! Store actors: each owns one bb8 pool, connects lazily, and keeps checking its store with
-//! backoff so that it reports and recovers from outages by itself.
+//! backoff so that it reports and recovers from outages by itself. What a store does beyond
+//! that (cache commands, queries) is its [`Backend`].
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bb8::{ManageConnection, Pool};
+use bb8::{ManageConnection, Pool, RunError};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,23 @@ pub struct HealthConfig {
     pub backoff: Backoff,
 }
 
+/// What a particular store adds to the pool-owning actor: its own state, and its messages
+/// (implemented as `Handler`s on `StoreActor<ThisBackend>`).
+pub trait Backend: Sized + Unpin + 'static {
+    type Manager: ManageConnection + Clone;
+
+    /// A driver error as text for logs and readiness.
+    fn describe(error: &<Self::Manager as ManageConnection>::Error) -> String;
+
+    /// Called after every successful health check; the database runs its migrations here.
+    fn on_up(_actor: &mut StoreActor<Self>, _ctx: &mut Context<StoreActor<Self>>) {}
+
+    /// A reason the store cannot serve yet even though it answers (migrations pending).
+    fn not_ready(&self) -> Option<String> {
+        None
+    }
+}
+
 /// The answer to a [`Ping`].
 #[derive(Clone, Debug, Serialize)]
 pub struct PingReport {
@@ -53,7 +71,7 @@ pub struct PingReport {
 }
 
 impl PingReport {
-    fn failed(error: impl Into<String>, started: Instant) -> Self {
+    pub(crate) fn failed(error: impl Into<String>, started: Instant) -> Self {
         Self {
             ok: false,
             latency_ms: millis(started.elapsed()),
@@ -76,33 +94,40 @@ pub struct Ping {
 #[rtype(result = "()")]
 pub struct Crash;
 
-/// Owns the pool of one store.
+/// The pool and its health, common to every store.
+pub struct StoreCore<M: ManageConnection> {
+    pub name: &'static str,
+    pub pool: Pool<Evicting<M>>,
+    manager: Arc<Evicting<M>>,
+    health: HealthConfig,
+    failures: u32,
+    up: Option<bool>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Owns the pool of one store, and the backend state on top of it.
 ///
 /// Why the pool is built unchecked: the service must start, and serve `/health/live`, while a
 /// store is down. The actor then checks the store right away and keeps checking, on
 /// `interval` while it answers and with backoff while it does not, logging each transition;
 /// a check also re-establishes connections, so recovery needs no restart.
-pub struct StoreActor<M: ManageConnection> {
-    name: &'static str,
-    manager: Arc<Evicting<M>>,
-    pool: Pool<Evicting<M>>,
-    health: HealthConfig,
-    failures: u32,
-    up: Option<bool>,
-    metrics: Arc<Metrics>,
+pub struct StoreActor<B: Backend> {
+    pub core: StoreCore<B::Manager>,
+    pub backend: B,
 }
 
-impl<M> StoreActor<M>
-where
-    M: ManageConnection + Clone,
-    M::Error: std::error::Error + 'static,
-{
+/// How many messages may wait in a store actor's mailbox before senders wait. actix's default
+/// of 16 would make a burst of 64 concurrent requests queue in front of the mailbox.
+const MAILBOX_CAPACITY: usize = 4096;
+
+impl<B: Backend> StoreActor<B> {
     pub fn new(
         name: &'static str,
-        manager: M,
+        manager: B::Manager,
         pool: PoolConfig,
         health: HealthConfig,
         metrics: Arc<Metrics>,
+        backend: B,
     ) -> Self {
         let built = Pool::builder()
             .max_size(pool.max_size)
@@ -117,28 +142,29 @@ where
             // `connection_timeout` would only hide it.
             .retry_connection(false)
             .build_unchecked(Evicting(manager.clone()));
-        Self {
+        let core = StoreCore {
             name,
-            manager: Arc::new(Evicting(manager)),
             pool: built,
+            manager: Arc::new(Evicting(manager)),
             health,
             failures: 0,
             up: None,
             metrics,
-        }
+        };
+        Self { core, backend }
     }
 
     /// Checks out a connection and validates it, within `timeout`. A connection that fails
     /// validation, or does not answer in time, is marked broken so the pool replaces it.
     fn check(&self, timeout: Duration) -> impl Future<Output = PingReport> + 'static {
-        let pool = self.pool.clone();
-        let manager = Arc::clone(&self.manager);
+        let pool = self.core.pool.clone();
+        let manager = Arc::clone(&self.core.manager);
         async move {
             let started = Instant::now();
             let late = || format!("no answer within {} ms", timeout.as_millis());
             let mut conn = match actix_rt::time::timeout(timeout, pool.get()).await {
                 Ok(Ok(conn)) => conn,
-                Ok(Err(error)) => return PingReport::failed(error.to_string(), started),
+                Ok(Err(error)) => return PingReport::failed(describe_run::<B>(&error), started),
                 Err(_) => return PingReport::failed(late(), started),
             };
             let remaining = timeout.saturating_sub(started.elapsed());
@@ -151,7 +177,7 @@ where
                         error: None,
                     }
                 }
-                Ok(Err(error)) => error.to_string(),
+                Ok(Err(error)) => B::describe(&error),
                 Err(_) => late(),
             };
             conn.mark_broken();
@@ -160,62 +186,69 @@ where
     }
 
     /// Records a check's outcome: logs transitions, updates metrics and the backoff.
-    fn record(&mut self, report: &PingReport) {
-        let was_up = self.up;
-        self.up = Some(report.ok);
+    fn record(&mut self, report: &PingReport, ctx: &mut Context<Self>) {
+        let core = &mut self.core;
+        let was_up = core.up;
+        core.up = Some(report.ok);
         if report.ok {
             match was_up {
                 Some(true) => {}
                 Some(false) => log::info!(
                     "store {} is back after {} failed checks (latency_ms={:.2})",
-                    self.name,
-                    self.failures,
+                    core.name,
+                    core.failures,
                     report.latency_ms
                 ),
                 None => log::info!(
                     "store {} connected (latency_ms={:.2})",
-                    self.name,
+                    core.name,
                     report.latency_ms
                 ),
             }
-            self.failures = 0;
+            core.failures = 0;
         } else {
             if was_up != Some(false) {
                 log::warn!(
                     "store {} unreachable: {}; retrying with backoff",
-                    self.name,
+                    core.name,
                     report.error.as_deref().unwrap_or("unknown error")
                 );
             }
-            self.failures = self.failures.saturating_add(1);
+            core.failures = core.failures.saturating_add(1);
         }
-        let state = self.pool.state();
-        let metrics = &self.metrics;
+        let state = core.pool.state();
+        let metrics = &core.metrics;
         metrics
             .store_up
-            .with_label_values(&[self.name])
+            .with_label_values(&[core.name])
             .set(i64::from(report.ok));
         metrics
             .pool_connections
-            .with_label_values(&[self.name, "idle"])
+            .with_label_values(&[core.name, "idle"])
             .set(i64::from(state.idle_connections));
         metrics
             .pool_connections
-            .with_label_values(&[self.name, "active"])
+            .with_label_values(&[core.name, "active"])
             .set(i64::from(state.connections - state.idle_connections));
+        if report.ok {
+            B::on_up(self, ctx);
+        }
     }
 
     /// Runs a check and schedules the next one.
     fn watch(&mut self, ctx: &mut Context<Self>) {
         ctx.spawn(
-            self.check(self.health.timeout)
+            self.check(self.core.health.timeout)
                 .into_actor(self)
                 .map(|report, act, ctx| {
-                    act.record(&report);
+                    act.record(&report, ctx);
                     let next = if report.ok {
-                        act.health.interval
+                        act.core.health.interval
                     } else {
-                        act.health.backoff.delay(act.failures.saturating_sub(1))
+                        act.core
+                            .health
+                            .backoff
+                            .delay(act.core.failures.saturating_sub(1))
                     };
                     ctx.run_later(next, |act, ctx| act.watch(ctx));
                 }),
@@ -223,46 +256,52 @@ where
     }
 }
 
-impl<M> Actor for StoreActor<M>
-where
-    M: ManageConnection + Clone,
-    M::Error: std::error::Error + 'static,
-{
+/// A bb8 checkout error as text.
+pub fn describe_run<B: Backend>(
+    error: &RunError<<B::Manager as ManageConnection>::Error>,
+) -> String {
+    match error {
+        RunError::User(error) => B::describe(error),
+        RunError::TimedOut => "timed out waiting for a connection".to_owned(),
+    }
+}
+
+impl<B: Backend> Actor for StoreActor<B> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.watch(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        log::info!("store {} closing its pool", self.name);
+        log::info!("store {} closing its pool", self.core.name);
     }
 }
 
-impl<M> Handler<Ping> for StoreActor<M>
-where
-    M: ManageConnection + Clone,
-    M::Error: std::error::Error + 'static,
-{
+impl<B: Backend> Handler<Ping> for StoreActor<B> {
     type Result = ResponseActFuture<Self, PingReport>;
 
     fn handle(&mut self, ping: Ping, _: &mut Self::Context) -> Self::Result {
         Box::pin(
             self.check(ping.timeout)
                 .into_actor(self)
-                .map(|report, act, _| {
-                    act.record(&report);
-                    report
+                .map(|report, act, ctx| {
+                    act.record(&report, ctx);
+                    match act.backend.not_ready() {
+                        Some(reason) if report.ok => PingReport {
+                            ok: false,
+                            error: Some(reason),
+                            ..report
+                        },
+                        _ => report,
+                    }
                 }),
         )
     }
 }
 
-impl<M> Handler<Stop> for StoreActor<M>
-where
-    M: ManageConnection + Clone,
-    M::Error: std::error::Error + 'static,
-{
+impl<B: Backend> Handler<Stop> for StoreActor<B> {
     type Result = ();
 
     /// Stopping drops the actor and with it the pool, which closes its connections.
@@ -272,35 +311,40 @@ where
 }
 
 #[cfg(feature = "test-hooks")]
-impl<M> Handler<Crash> for StoreActor<M>
-where
-    M: ManageConnection + Clone,
-    M::Error: std::error::Error + 'static,
-{
+impl<B: Backend> Handler<Crash> for StoreActor<B> {
     type Result = ();
 
     fn handle(&mut self, _: Crash, _: &mut Self::Context) {
-        panic!("store {} crashed on request of a test hook", self.name);
+        panic!("store {} crashed on request of a test hook", self.core.name);
     }
 }
 
+/// Everything a store child needs besides its backend.
+pub struct StoreSettings {
+    pub pool: PoolConfig,
+    pub health: HealthConfig,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Declares a store actor as a child of the stores tier: every start builds a fresh actor
-/// (and pool) from `manager` and publishes its address in `slot`.
-pub fn store_child<M>(
+/// (pool and backend state) and publishes its address in `slot`.
+pub fn store_child<B: Backend>(
     name: &'static str,
-    manager: M,
-    pool: PoolConfig,
-    health: HealthConfig,
-    slot: Slot<StoreActor<M>>,
-    metrics: Arc<Metrics>,
+    manager: B::Manager,
+    settings: StoreSettings,
+    backend: impl Fn() -> B + 'static,
+    slot: Slot<StoreActor<B>>,
     supervisor: &SupervisorConfig,
-) -> ChildSpec
-where
-    M: ManageConnection + Clone,
-    M::Error: std::error::Error + 'static,
-{
+) -> ChildSpec {
     ChildSpec::new(name, Tier::Stores, supervisor, move || {
-        let actor = StoreActor::new(name, manager.clone(), pool, health, Arc::clone(&metrics));
+        let actor = StoreActor::new(
+            name,
+            manager.clone(),
+            settings.pool,
+            settings.health,
+            Arc::clone(&settings.metrics),
+            backend(),
+        );
         let (addr, running) = start_actor(actor);
         slot.set(addr);
         Ok(running)
@@ -312,11 +356,7 @@ pub trait Probe: Send + Sync {
     fn ping(&self, timeout: Duration) -> LocalBoxFuture<'static, PingReport>;
 }
 
-impl<M> Probe for Slot<StoreActor<M>>
-where
-    M: ManageConnection + Clone,
-    M::Error: std::error::Error + 'static,
-{
+impl<B: Backend> Probe for Slot<StoreActor<B>> {
     fn ping(&self, timeout: Duration) -> LocalBoxFuture<'static, PingReport> {
         let addr = self.get();
         async move {
@@ -335,6 +375,6 @@ where
     }
 }
 
-fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }

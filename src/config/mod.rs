@@ -11,6 +11,8 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use steward_actors::cache::CacheConfig;
+use steward_actors::db::DbConfig;
 use steward_actors::store::HealthConfig;
 use steward_actors::{Backoff, PoolConfig, ShutdownPlan, SupervisorConfig};
 
@@ -24,6 +26,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub redis: RedisSettings,
     pub postgres: PostgresSettings,
+    pub cache: CacheSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
     pub health: HealthSettings,
@@ -64,7 +67,26 @@ pub struct PostgresSettings {
     /// Resolved from `password` or `password_file` by the loader; empty when neither is set.
     pub password: String,
     pub password_file: String,
+    #[serde(with = "steward_actors::duration")]
+    pub query_timeout: Duration,
+    pub tx_max_retries: u32,
+    pub tx_backoff: Backoff,
     pub pool: PoolConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    #[serde(with = "steward_actors::duration")]
+    pub timeout: Duration,
+    pub ttl_jitter: f64,
+    #[serde(with = "steward_actors::duration")]
+    pub negative_ttl: Duration,
+    #[serde(with = "steward_actors::duration")]
+    pub kv_default_ttl: Duration,
+    pub max_value_size: usize,
+    #[serde(with = "steward_actors::duration")]
+    pub account_ttl: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -97,6 +119,7 @@ pub struct HealthSettings {
     pub interval: Duration,
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
+    pub require_redis: bool,
     pub reconnect: Backoff,
 }
 
@@ -134,6 +157,22 @@ impl Settings {
             interval: self.health.interval,
             timeout: self.health.timeout,
             backoff: self.health.reconnect,
+        }
+    }
+
+    pub fn db_config(&self) -> DbConfig {
+        DbConfig {
+            query_timeout: self.postgres.query_timeout,
+            tx_max_retries: self.postgres.tx_max_retries,
+            tx_backoff: self.postgres.tx_backoff,
+        }
+    }
+
+    pub fn cache_config(&self) -> CacheConfig {
+        CacheConfig {
+            timeout: self.cache.timeout,
+            ttl_jitter: self.cache.ttl_jitter,
+            negative_ttl: self.cache.negative_ttl,
         }
     }
 

@@ -126,16 +126,68 @@ pub(super) fn validate(
     check.pool("redis.pool", &redis.pool)?;
 
     let postgres = &settings.postgres;
-    postgres_manager(&postgres.url, None, postgres.pool.connection_timeout).map_err(
-        |expected| {
-            check.fail(
-                "postgres.url",
-                &format!("{:?}", redact_url(&postgres.url)),
-                expected,
-            )
-        },
-    )?;
+    let timeouts = (postgres.pool.connection_timeout, postgres.query_timeout);
+    postgres_manager(&postgres.url, None, timeouts.0, timeouts.1).map_err(|expected| {
+        check.fail(
+            "postgres.url",
+            &format!("{:?}", redact_url(&postgres.url)),
+            expected,
+        )
+    })?;
     check.pool("postgres.pool", &postgres.pool)?;
+    check.lasting(
+        "postgres.query_timeout",
+        postgres.query_timeout,
+        MS,
+        10 * MINUTE,
+    )?;
+    check.within(
+        "postgres.tx_max_retries",
+        postgres.tx_max_retries as usize,
+        0,
+        100,
+    )?;
+    check.lasting(
+        "postgres.tx_backoff.min",
+        postgres.tx_backoff.min,
+        MS,
+        MINUTE,
+    )?;
+    check.lasting(
+        "postgres.tx_backoff.max",
+        postgres.tx_backoff.max,
+        postgres.tx_backoff.min,
+        MINUTE,
+    )?;
+
+    let cache = &settings.cache;
+    check.lasting("cache.timeout", cache.timeout, MS, MINUTE)?;
+    if !(0.0..=0.5).contains(&cache.ttl_jitter) {
+        return Err(check.fail(
+            "cache.ttl_jitter",
+            &cache.ttl_jitter,
+            "a fraction from 0.0 to 0.5".into(),
+        ));
+    }
+    check.lasting(
+        "cache.negative_ttl",
+        cache.negative_ttl,
+        Duration::ZERO,
+        DAY,
+    )?;
+    check.lasting(
+        "cache.kv_default_ttl",
+        cache.kv_default_ttl,
+        SECOND,
+        30 * DAY,
+    )?;
+    check.lasting("cache.account_ttl", cache.account_ttl, SECOND, DAY)?;
+    check.within(
+        "cache.max_value_size",
+        cache.max_value_size,
+        1,
+        server.max_body_size,
+    )?;
 
     if let Err(expected) = validate_filter(&settings.log.level) {
         return Err(check.fail("log.level", &format!("{:?}", settings.log.level), expected));

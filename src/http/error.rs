@@ -6,12 +6,13 @@
 //! an `ApiError` or from actix-web itself (unknown route, wrong method, payload limits), so no
 //! error can escape in another shape or leak a backend message.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
@@ -21,13 +22,18 @@ use steward_actors::StoreError;
 use super::request_id::RequestId;
 
 /// An error answer: status, a stable machine-readable code, and a message for people.
+///
+/// Boxed: it travels in every handler's `Result`, and errors are the cold path.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<Parts>);
+
+#[derive(Debug, Clone)]
+struct Parts {
     status: StatusCode,
-    code: &'static str,
+    code: Cow<'static, str>,
     message: String,
     details: Option<serde_json::Value>,
-    retry_after_secs: Option<u64>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     /// What went wrong behind the scenes: logged with the request id, never sent.
     cause: Option<String>,
 }
@@ -35,22 +41,26 @@ pub struct ApiError {
 /// What the envelope middleware needs to write an error body.
 #[derive(Debug, Clone)]
 pub struct ErrorBody {
-    code: &'static str,
+    code: Cow<'static, str>,
     message: String,
     details: Option<serde_json::Value>,
     cause: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self(Box::new(Parts {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             details: None,
-            retry_after_secs: None,
+            headers: Vec::new(),
             cause: None,
-        }
+        }))
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -67,20 +77,25 @@ impl ApiError {
         message: impl Into<String>,
         retry_after_secs: u64,
     ) -> Self {
-        let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
-        error.retry_after_secs = Some(retry_after_secs);
-        error
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+    }
+
+    /// A header added to the error response.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.0.headers.push((name, value));
+        self
     }
 
     /// Structured detail added to the envelope under `error.details`.
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
+        self.0.details = Some(details);
         self
     }
 
     /// Internal detail for the log line, never for the client.
     pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
-        self.cause = Some(cause.into());
+        self.0.cause = Some(cause.into());
         self
     }
 }
@@ -90,35 +105,33 @@ impl fmt::Display for ApiError {
         write!(
             f,
             "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
+            self.0.status.as_u16(),
+            self.0.code,
+            self.0.message
         )
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::new(self.status);
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        let mut response = HttpResponse::new(self.0.status);
+        for (name, value) in &self.0.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.0.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response.extensions_mut().insert(ErrorBody {
-            code: self.code,
-            message: self.message.clone(),
-            details: self.details.clone(),
-            cause: self.cause.clone(),
+            code: self.0.code.clone(),
+            message: self.0.message.clone(),
+            details: self.0.details.clone(),
+            cause: self.0.cause.clone(),
         });
         response
     }
@@ -131,6 +144,12 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(cause) => ApiError::unavailable(
                 "unavailable",
                 "a backing store is unavailable; retry later",
+                1,
+            )
+            .with_cause(cause),
+            StoreError::Contention(cause) => ApiError::unavailable(
+                "contention",
+                "too much concurrent work on the same data; retry",
                 1,
             )
             .with_cause(cause),
@@ -151,6 +170,12 @@ impl From<StoreError> for ApiError {
             )
             .with_cause(cause),
         }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(error: actix::MailboxError) -> Self {
+        StoreError::from(error).into()
     }
 }
 
@@ -227,7 +252,7 @@ pub async fn envelope(
         } else {
             log::Level::Debug
         };
-        log::log!(target: "steward::http", level, request_id = request_id.as_str(), code = body.code; "{}: {cause}", status.as_u16());
+        log::log!(target: "steward::http", level, request_id = request_id.as_str(), code = body.code.as_ref(); "{}: {cause}", status.as_u16());
     }
     let mut error = json!({"code": body.code, "message": body.message, "request_id": request_id});
     if let Some(details) = body.details {
@@ -264,7 +289,7 @@ fn default_body(status: StatusCode, response: &HttpResponse) -> ErrorBody {
         _ => ("error", status.canonical_reason().unwrap_or("error")),
     };
     ErrorBody {
-        code,
+        code: Cow::Borrowed(code),
         message: message.to_owned(),
         details: None,
         cause: response.error().map(|e| e.to_string()),

@@ -15,7 +15,9 @@ pub async fn live() -> HttpResponse {
 }
 
 /// `GET /health/ready`: 200 only when no shutdown is under way, no child is degraded, and every
-/// store answers a ping within `health.timeout`; otherwise 503 naming what is wrong.
+/// required store answers a ping within `health.timeout`; otherwise 503 naming what is wrong.
+/// A store that is down but not required (Redis, by default) turns the status to "degraded"
+/// without failing the probe.
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.readiness.is_shutting_down() {
         return Err(ApiError::unavailable(
@@ -25,19 +27,26 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         ));
     }
     let timeout = state.ping_timeout;
-    let pings = state
-        .probes()
-        .map(|(name, probe)| probe.ping(timeout).map(move |report| (name, report)));
+    let pings = state.dependencies().map(|dependency| {
+        let (name, required) = (dependency.name, dependency.required);
+        dependency
+            .probe
+            .ping(timeout)
+            .map(move |report| (name, required, report))
+    });
     let reports = join_all(pings).await;
-    let failing: Vec<&str> = reports
-        .iter()
-        .filter(|(_, report)| !report.ok)
-        .map(|(name, _)| *name)
-        .collect();
+    let down = |required: bool| -> Vec<&'static str> {
+        reports
+            .iter()
+            .filter(|(_, req, report)| !report.ok && *req == required)
+            .map(|(name, _, _)| *name)
+            .collect()
+    };
+    let (failing, optional_down) = (down(true), down(false));
     let degraded = state.readiness.degraded();
     let checks: Map<String, Value> = reports
         .into_iter()
-        .map(|(name, report)| {
+        .map(|(name, _, report)| {
             let status = if report.ok { "up" } else { "down" };
             let mut check = json!({"status": status, "latency_ms": report.latency_ms});
             if let Some(error) = report.error {
@@ -47,7 +56,12 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         })
         .collect();
     if failing.is_empty() && degraded.is_empty() {
-        return Ok(HttpResponse::Ok().json(json!({"status": "ready", "checks": checks})));
+        let status = if optional_down.is_empty() {
+            "ready"
+        } else {
+            "degraded"
+        };
+        return Ok(HttpResponse::Ok().json(json!({"status": status, "checks": checks})));
     }
     let mut reasons: Vec<String> = failing
         .iter()

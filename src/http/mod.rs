@@ -1,14 +1,18 @@
 //! The HTTP edge: the actix-web server, its middleware and its routes.
 
+mod accounts;
 mod admin;
 pub mod error;
 mod health;
+mod kv;
 mod meta;
 mod observe;
+mod pagination;
 pub mod request_id;
 mod security;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
+mod transfers;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -70,7 +74,23 @@ fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
     cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(meta::metrics)))
-        .service(web::resource("/version").route(web::get().to(meta::version)));
+        .service(web::resource("/version").route(web::get().to(meta::version)))
+        .service(
+            web::resource("/v1/kv/{key}")
+                .route(web::get().to(kv::get))
+                .route(web::put().to(kv::put))
+                .route(web::delete().to(kv::delete)),
+        )
+        .service(
+            web::resource("/v1/accounts")
+                .route(web::get().to(accounts::list))
+                .route(web::post().to(accounts::create)),
+        )
+        .service(web::resource("/v1/accounts/{id}").route(web::get().to(accounts::get)))
+        .service(
+            web::resource("/v1/accounts/{id}/transfers").route(web::get().to(accounts::transfers)),
+        )
+        .service(web::resource("/v1/transfers").route(web::post().to(transfers::create)));
     if admin_enabled {
         cfg.service(web::resource("/admin/actors").route(web::get().to(admin::actors)))
             .service(web::resource("/admin/log-level").route(web::put().to(admin::set_log_level)));

@@ -30,8 +30,8 @@ pub async fn crash(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let sent = match store.as_str() {
-        "redis" => state.redis.get().map(|addr| addr.do_send(Crash)),
-        "postgres" => state.postgres.get().map(|addr| addr.do_send(Crash)),
+        "redis" => state.cache.get().map(|addr| addr.do_send(Crash)),
+        "postgres" => state.db.get().map(|addr| addr.do_send(Crash)),
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

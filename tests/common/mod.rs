@@ -5,13 +5,16 @@
 pub mod proxy;
 
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use steward::app::Application;
 use steward::config::{self, Loaded, Sources};
+use steward::migrations::MIGRATIONS;
 use steward::telemetry;
+use steward_actors::migrations::migrate;
 use tokio_postgres::NoTls;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -69,25 +72,86 @@ pub async fn ensure_stores() {
     }
 }
 
-/// A database of its own for one test, dropped when the test ends.
+/// A database of its own for one test, copied from a migrated template, dropped when the
+/// test ends.
 pub struct TestDb {
     pub name: String,
     pub url: String,
 }
 
+/// The template every test database is copied from, named after the migrations it holds so a
+/// new migration makes a new template. Built once per test process.
+static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+async fn admin_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&database_url(), NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut hasher = DefaultHasher::new();
+            for migration in MIGRATIONS {
+                (migration.version, migration.sql).hash(&mut hasher);
+            }
+            let name = format!("steward_template_{:016x}", hasher.finish());
+            let admin = admin_client().await;
+            // Test binaries running at once must not build the same template twice.
+            admin
+                .execute("SELECT pg_advisory_lock(7357)", &[])
+                .await
+                .unwrap();
+            let exists = admin
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .unwrap()
+                .is_some();
+            if !exists {
+                let building = format!("{name}_building_{}", uuid::Uuid::new_v4().simple());
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {building}"))
+                    .await
+                    .unwrap();
+                let url = with_database(&database_url(), &building);
+                let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+                let connection = tokio::spawn(connection);
+                migrate(&mut client, MIGRATIONS)
+                    .await
+                    .expect("migrate the template");
+                drop(client);
+                let _ = connection.await;
+                admin
+                    .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+                    .await
+                    .unwrap();
+            }
+            admin
+                .execute("SELECT pg_advisory_unlock(7357)", &[])
+                .await
+                .unwrap();
+            name
+        })
+        .await
+}
+
 impl TestDb {
     pub async fn create() -> Self {
-        let admin = database_url();
+        let template = template().await;
         let name = format!("steward_test_{}", uuid::Uuid::new_v4().simple());
-        let (client, connection) = tokio_postgres::connect(&admin, NoTls)
-            .await
-            .expect("connect to PostgreSQL");
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create the test database");
-        let url = with_database(&admin, &name);
+        let admin = admin_client().await;
+        let create = format!("CREATE DATABASE {name} TEMPLATE {template}");
+        let mut attempts = 0;
+        // Copies of one template started at the same instant may collide; try again.
+        while let Err(error) = admin.batch_execute(&create).await {
+            attempts += 1;
+            assert!(attempts < 50, "create the test database: {error}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let url = with_database(&database_url(), &name);
         Self { name, url }
     }
 }
@@ -162,8 +226,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-/// Starts the app with extra `STEWARD__*` settings.
+/// Starts the app with extra `STEWARD__*` settings and waits until it is ready.
 pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    let app = spawn_app_unchecked(vars).await;
+    eventually(Duration::from_secs(10), "the app is ready", || async {
+        app.status("/health/ready").await == 200
+    })
+    .await;
+    app
+}
+
+/// Starts the app without waiting for readiness: for tests that break a store on purpose.
+pub async fn spawn_app_unchecked(vars: &[(&str, &str)]) -> TestApp {
     ensure_stores().await;
     let db = TestDb::create().await;
     let loaded = test_settings(&db, vars).expect("test configuration is valid");

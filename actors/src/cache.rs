@@ -1,0 +1,380 @@
+//! The cache actor: Redis GET / SET / DEL, and cache-aside with request coalescing.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bb8::{Pool, PooledConnection};
+use bb8_redis::RedisConnectionManager;
+use futures::future::{BoxFuture, LocalBoxFuture, Shared};
+use futures::FutureExt;
+use rand::Rng;
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, FromRedisValue, RedisError};
+
+use crate::error::StoreError;
+use crate::metrics::Metrics;
+use crate::pool::Evicting;
+use crate::store::{describe_run, Backend, StoreActor};
+
+/// The actor that owns the Redis pool.
+pub type CacheActor = StoreActor<Cache>;
+
+/// How the cache actor behaves (from `[cache]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheConfig {
+    /// Deadline of one Redis command; past it the cache counts as failed for that call.
+    pub timeout: Duration,
+    /// TTLs are spread by up to this fraction either way, so keys written together do not
+    /// expire together.
+    pub ttl_jitter: f64,
+    /// How long get_or_load remembers "not found"; zero turns negative caching off.
+    pub negative_ttl: Duration,
+}
+
+/// Cache state beyond the pool: the connection in use and the loads in flight.
+///
+/// Why one leased connection: a Redis connection checked out per command carries one command
+/// at a time, so Redis reads one command per socket read. All commands of this actor share one
+/// multiplexed connection taken from the pool instead (bb8 still connects, checks and replaces
+/// it); Redis then reads many commands per read, which is where the throughput is.
+pub struct Cache {
+    inner: Rc<CacheInner>,
+}
+
+struct CacheInner {
+    prefix: String,
+    config: CacheConfig,
+    lease: RefCell<Lease>,
+    inflight: RefCell<HashMap<String, Inflight>>,
+    next_load: Cell<u64>,
+}
+
+type Leased = PooledConnection<'static, Evicting<RedisConnectionManager>>;
+
+#[derive(Default)]
+struct Lease {
+    conn: Option<Leased>,
+    generation: u64,
+}
+
+type LoadResult = Result<Option<Vec<u8>>, StoreError>;
+
+/// A load in flight for one key, which later misses for the key join.
+struct Inflight {
+    id: u64,
+    result: Shared<LocalBoxFuture<'static, LoadResult>>,
+    /// Set by a delete of the key while the load runs: its result must not be cached.
+    invalidated: Rc<Cell<bool>>,
+}
+
+/// Values get_or_load stores start with a tag, so "not found" can be cached too.
+const FOUND: u8 = b'v';
+const NOT_FOUND: u8 = b'n';
+
+impl Cache {
+    pub fn new(prefix: String, config: CacheConfig) -> Self {
+        Self {
+            inner: Rc::new(CacheInner {
+                prefix,
+                config,
+                lease: RefCell::default(),
+                inflight: RefCell::default(),
+                next_load: Cell::new(0),
+            }),
+        }
+    }
+}
+
+impl Backend for Cache {
+    type Manager = RedisConnectionManager;
+
+    fn describe(error: &RedisError) -> String {
+        error.to_string()
+    }
+}
+
+/// What a cache command needs once it left the actor: shared state, the pool, the metrics.
+#[derive(Clone)]
+struct Ops {
+    inner: Rc<CacheInner>,
+    pool: Pool<Evicting<RedisConnectionManager>>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl Ops {
+    fn new(actor: &CacheActor) -> Self {
+        Self {
+            inner: Rc::clone(&actor.backend.inner),
+            pool: actor.core.pool.clone(),
+            metrics: std::sync::Arc::clone(&actor.core.metrics),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.inner.prefix, key)
+    }
+
+    /// The shared connection, leasing one from the pool when there is none.
+    async fn connection(&self) -> Result<(MultiplexedConnection, u64), StoreError> {
+        if let Some(conn) = &self.inner.lease.borrow().conn {
+            return Ok(((**conn).clone(), self.inner.lease.borrow().generation));
+        }
+        let pooled = match actix_rt::time::timeout(self.inner.config.timeout, self.pool.get_owned())
+            .await
+        {
+            Ok(Ok(pooled)) => pooled,
+            Ok(Err(error)) => return Err(StoreError::Unavailable(describe_run::<Cache>(&error))),
+            Err(_) => return Err(StoreError::Timeout),
+        };
+        let conn = (**pooled).clone();
+        let mut lease = self.inner.lease.borrow_mut();
+        if lease.conn.is_none() {
+            lease.generation += 1;
+            lease.conn = Some(pooled);
+        }
+        Ok((conn, lease.generation))
+    }
+
+    /// Drops the leased connection after a failure on it, flagged so the pool replaces it.
+    fn evict(&self, generation: u64) {
+        let mut lease = self.inner.lease.borrow_mut();
+        if lease.generation == generation {
+            if let Some(mut conn) = lease.conn.take() {
+                conn.mark_broken();
+            }
+        }
+    }
+
+    /// Runs one command on the shared connection within the deadline.
+    async fn run<T: FromRedisValue>(&self, op: &'static str, cmd: Cmd) -> Result<T, StoreError> {
+        let outcome = async {
+            let (mut conn, generation) = self.connection().await?;
+            match actix_rt::time::timeout(
+                self.inner.config.timeout,
+                cmd.query_async::<T>(&mut conn),
+            )
+            .await
+            {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => {
+                    if error.is_io_error()
+                        || error.is_connection_dropped()
+                        || error.is_unrecoverable_error()
+                    {
+                        self.evict(generation);
+                        Err(StoreError::Unavailable(error.to_string()))
+                    } else {
+                        Err(StoreError::Internal(error.to_string()))
+                    }
+                }
+                Err(_) => {
+                    self.evict(generation);
+                    Err(StoreError::Timeout)
+                }
+            }
+        }
+        .await;
+        let degraded = &self.metrics.cache_degraded;
+        match &outcome {
+            Ok(_) => degraded.set(0),
+            Err(error) => {
+                degraded.set(1);
+                self.count(op, "error");
+                log::debug!(target: "steward::cache", "cache {op} failed: {error}");
+            }
+        }
+        outcome
+    }
+
+    fn count(&self, op: &str, result: &str) {
+        self.metrics
+            .cache_requests_total
+            .with_label_values(&[op, result])
+            .inc();
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let value: Option<Vec<u8>> = self.run("get", redis::cmd("GET").arg(key).clone()).await?;
+        self.count("get", if value.is_some() { "hit" } else { "miss" });
+        Ok(value)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let millis = ttl.as_millis().max(1) as u64;
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(millis)
+            .clone();
+        self.run::<()>("set", cmd).await?;
+        self.count("set", "ok");
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        // A load in flight read the old state: it must not write it back, nor serve later misses.
+        if let Some(load) = self.inner.inflight.borrow_mut().remove(key) {
+            load.invalidated.set(true);
+        }
+        self.run::<()>("delete", redis::cmd("DEL").arg(key).clone())
+            .await?;
+        self.count("delete", "ok");
+        Ok(())
+    }
+
+    /// `ttl` spread by ±`ttl_jitter`.
+    fn jittered(&self, ttl: Duration) -> Duration {
+        let spread = self.inner.config.ttl_jitter;
+        if spread <= 0.0 {
+            return ttl;
+        }
+        ttl.mul_f64(1.0 + rand::rng().random_range(-spread..=spread))
+    }
+
+    /// Cache-aside for `key`: the cached value, or the loader's, cached on the way out.
+    /// A Redis failure is not the caller's problem: the loader answers instead.
+    async fn load_through(
+        self,
+        key: String,
+        ttl: Duration,
+        loader: Loader,
+        id: u64,
+        invalidated: Rc<Cell<bool>>,
+    ) -> LoadResult {
+        let result = async {
+            match self.get(&key).await {
+                Ok(Some(raw)) => match raw.split_first() {
+                    Some((&FOUND, value)) => return Ok(Some(value.to_vec())),
+                    Some((&NOT_FOUND, _)) => return Ok(None),
+                    _ => log::warn!(target: "steward::cache", "ignoring a malformed cache entry"),
+                },
+                Ok(None) => {}
+                Err(_) => {} // counted and logged by `run`; fall back to the loader
+            }
+            let loaded = loader().await?;
+            if !invalidated.get() {
+                let stored = match &loaded {
+                    Some(value) => Some(([&[FOUND][..], value].concat(), self.jittered(ttl))),
+                    None if !self.inner.config.negative_ttl.is_zero() => {
+                        Some((vec![NOT_FOUND], self.inner.config.negative_ttl))
+                    }
+                    None => None,
+                };
+                if let Some((raw, ttl)) = stored {
+                    let _ = self.set(&key, &raw, ttl).await;
+                }
+            }
+            Ok(loaded)
+        }
+        .await;
+        let mut inflight = self.inner.inflight.borrow_mut();
+        if inflight.get(&key).is_some_and(|load| load.id == id) {
+            inflight.remove(&key);
+        }
+        result
+    }
+}
+
+/// Reads `key`. `None` when absent.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<u8>>, StoreError>")]
+pub struct Get {
+    pub key: String,
+}
+
+/// Writes `key` with exactly this TTL (a TTL a client asked for is not jittered).
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Set {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub ttl: Duration,
+}
+
+/// Deletes `key`, and keeps a load of it that is in flight from caching what it read.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Delete {
+    pub key: String,
+}
+
+/// Produces the value of a key on a miss: `Ok(None)` for "does not exist".
+pub type Loader = Box<dyn FnOnce() -> BoxFuture<'static, LoadResult> + Send>;
+
+/// Cache-aside read of `key`: concurrent misses of one key in this process run the loader
+/// once and share its answer; a Redis failure falls back to the loader instead of failing.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<u8>>, StoreError>")]
+pub struct GetOrLoad {
+    pub key: String,
+    pub ttl: Duration,
+    pub loader: Loader,
+}
+
+impl Handler<Get> for CacheActor {
+    type Result = ResponseFuture<Result<Option<Vec<u8>>, StoreError>>;
+
+    fn handle(&mut self, msg: Get, _: &mut Self::Context) -> Self::Result {
+        let ops = Ops::new(self);
+        Box::pin(async move { ops.get(&ops.key(&msg.key)).await })
+    }
+}
+
+impl Handler<Set> for CacheActor {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: Set, _: &mut Self::Context) -> Self::Result {
+        let ops = Ops::new(self);
+        Box::pin(async move { ops.set(&ops.key(&msg.key), &msg.value, msg.ttl).await })
+    }
+}
+
+impl Handler<Delete> for CacheActor {
+    type Result = ResponseFuture<Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: Delete, _: &mut Self::Context) -> Self::Result {
+        let ops = Ops::new(self);
+        Box::pin(async move { ops.delete(&ops.key(&msg.key)).await })
+    }
+}
+
+impl Handler<GetOrLoad> for CacheActor {
+    type Result = ResponseFuture<LoadResult>;
+
+    fn handle(&mut self, msg: GetOrLoad, _: &mut Self::Context) -> Self::Result {
+        let ops = Ops::new(self);
+        let key = ops.key(&msg.key);
+        if let Some(load) = ops.inner.inflight.borrow().get(&key) {
+            ops.metrics.cache_loader_coalesced_total.inc();
+            ops.count("get_or_load", "coalesced");
+            return Box::pin(load.result.clone());
+        }
+        let id = ops.inner.next_load.get() + 1;
+        ops.inner.next_load.set(id);
+        let invalidated = Rc::new(Cell::new(false));
+        let result = ops
+            .clone()
+            .load_through(
+                key.clone(),
+                msg.ttl,
+                msg.loader,
+                id,
+                Rc::clone(&invalidated),
+            )
+            .boxed_local()
+            .shared();
+        ops.inner.inflight.borrow_mut().insert(
+            key,
+            Inflight {
+                id,
+                result: result.clone(),
+                invalidated,
+            },
+        );
+        Box::pin(result)
+    }
+}

@@ -1,0 +1,345 @@
+//! The database actor: reads on one pipelined connection with cached prepared statements,
+//! writes in transactions retried on serialization failures, every query under a deadline.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bb8::{Pool, PooledConnection};
+use bb8_postgres::PostgresConnectionManager;
+use futures::future::LocalBoxFuture;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, NoTls, Row, Statement, Transaction};
+
+use crate::backoff::Backoff;
+use crate::error::StoreError;
+use crate::metrics::Metrics;
+use crate::migrations::{migrate, Migration};
+use crate::pool::Evicting;
+use crate::store::{describe_run, Backend, StoreActor};
+
+/// The actor that owns the PostgreSQL pool.
+pub type DbActor = StoreActor<Db>;
+
+type Manager = PostgresConnectionManager<NoTls>;
+type Leased = PooledConnection<'static, Evicting<Manager>>;
+
+/// How the database actor runs queries (from `[postgres]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbConfig {
+    /// Deadline of one query or transaction attempt. Past it the query is cancelled on the
+    /// server too, so a caller that went away leaves no work running.
+    pub query_timeout: Duration,
+    /// Retries of a transaction aborted by a serialization failure or a deadlock.
+    pub tx_max_retries: u32,
+    /// Delay between those retries.
+    pub tx_backoff: Backoff,
+}
+
+/// Database state beyond the pool.
+pub struct Db {
+    inner: Rc<DbInner>,
+}
+
+struct DbInner {
+    config: DbConfig,
+    migrations: &'static [Migration],
+    migrated: RefCell<Migrated>,
+    reader: RefCell<Option<Rc<Reader>>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Migrated {
+    Pending,
+    Running,
+    Done,
+    Failed(String),
+}
+
+/// The connection reads are pipelined on, and the statements prepared on it.
+///
+/// Why: bb8-postgres has no statement cache, and a `&str` query is prepared on every call (two
+/// round trips); a pooled connection also carries one query at a time. One leased connection
+/// shared by every read, with each statement prepared once, carries many queries per round
+/// trip. Transactions still take connections of their own from the pool.
+struct Reader {
+    conn: Leased,
+    statements: RefCell<HashMap<&'static str, Statement>>,
+}
+
+impl Db {
+    pub fn new(config: DbConfig, migrations: &'static [Migration]) -> Self {
+        Self {
+            inner: Rc::new(DbInner {
+                config,
+                migrations,
+                migrated: RefCell::new(Migrated::Pending),
+                reader: RefCell::default(),
+            }),
+        }
+    }
+}
+
+impl Backend for Db {
+    type Manager = Manager;
+
+    fn describe(error: &tokio_postgres::Error) -> String {
+        error.to_string()
+    }
+
+    /// Runs the migrations once the database answers (again, after a failed attempt).
+    fn on_up(actor: &mut DbActor, ctx: &mut Context<DbActor>) {
+        let inner = Rc::clone(&actor.backend.inner);
+        if matches!(*inner.migrated.borrow(), Migrated::Running | Migrated::Done) {
+            return;
+        }
+        *inner.migrated.borrow_mut() = Migrated::Running;
+        let pool = actor.core.pool.clone();
+        let migrations = inner.migrations;
+        let run = async move {
+            let mut conn = pool.get().await.map_err(|e| describe_run::<Db>(&e))?;
+            migrate(&mut conn, migrations)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        ctx.spawn(run.into_actor(actor).map(move |outcome, _, _| {
+            let state = match outcome {
+                Ok(_) => Migrated::Done,
+                Err(error) => {
+                    log::error!(target: "steward::db", "migrations failed: {error}; retrying on the next check");
+                    Migrated::Failed(error)
+                }
+            };
+            *inner.migrated.borrow_mut() = state;
+        }));
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        match &*self.inner.migrated.borrow() {
+            Migrated::Done => None,
+            Migrated::Failed(error) => Some(format!("migrations failed: {error}")),
+            _ => Some("migrations pending".to_owned()),
+        }
+    }
+}
+
+/// Maps a driver error to the store error the HTTP edge understands.
+pub fn pg_error(error: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = error.as_db_error() {
+        return match db.code().code() {
+            "40001" | "40P01" => StoreError::Contention(db.message().to_owned()),
+            "23505" => StoreError::Conflict(db.constraint().unwrap_or("unique").to_owned()),
+            "23503" | "23514" | "22003" => StoreError::Invalid(db.message().to_owned()),
+            "57014" => StoreError::Timeout,
+            code if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
+                StoreError::Unavailable(db.message().to_owned())
+            }
+            _ => StoreError::Internal(format!("{}: {}", db.code().code(), db.message())),
+        };
+    }
+    if error.is_closed() {
+        return StoreError::Unavailable("connection closed".to_owned());
+    }
+    StoreError::Unavailable(error.to_string())
+}
+
+/// A query parameter that can cross threads inside a message.
+pub type Param = Box<dyn ToSql + Send + Sync>;
+
+/// Runs one statement (autocommit) on the shared connection, as a prepared statement
+/// (prepared once per connection), and returns its rows.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Row>, StoreError>")]
+pub struct Query {
+    /// The `query` label of `db_query_duration_seconds`.
+    pub name: &'static str,
+    pub sql: &'static str,
+    pub params: Vec<Param>,
+}
+
+/// The body of a transaction; called again on every retry.
+pub type TxWork<T> =
+    Box<dyn for<'a> FnMut(&'a Transaction<'a>) -> LocalBoxFuture<'a, Result<T, StoreError>> + Send>;
+
+/// Boxes a closure as a [`TxWork`]; passing the closure through here lets the compiler infer
+/// that it works for every transaction lifetime.
+pub fn tx_work<T, F>(work: F) -> TxWork<T>
+where
+    F: for<'a> FnMut(&'a Transaction<'a>) -> LocalBoxFuture<'a, Result<T, StoreError>>
+        + Send
+        + 'static,
+{
+    Box::new(work)
+}
+
+/// Runs `work` in a transaction at `isolation`, retrying it (with jittered backoff, at most
+/// `tx_max_retries` times) when PostgreSQL aborts it for a serialization failure or a
+/// deadlock; any other error ends it. The transaction commits when `work` returns `Ok`.
+pub struct Transact<T> {
+    pub name: &'static str,
+    pub isolation: IsolationLevel,
+    pub work: TxWork<T>,
+}
+
+impl<T: Send + 'static> Message for Transact<T> {
+    type Result = Result<T, StoreError>;
+}
+
+#[derive(Clone)]
+struct Ops {
+    inner: Rc<DbInner>,
+    pool: Pool<Evicting<Manager>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Ops {
+    fn new(actor: &DbActor) -> Self {
+        Self {
+            inner: Rc::clone(&actor.backend.inner),
+            pool: actor.core.pool.clone(),
+            metrics: Arc::clone(&actor.core.metrics),
+        }
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        match *self.inner.migrated.borrow() {
+            Migrated::Done => Ok(()),
+            _ => Err(StoreError::Unavailable(
+                "database migrations have not run yet".into(),
+            )),
+        }
+    }
+
+    async fn checkout(&self) -> Result<Leased, StoreError> {
+        match actix_rt::time::timeout(self.inner.config.query_timeout, self.pool.get_owned()).await
+        {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(error)) => Err(StoreError::Unavailable(describe_run::<Db>(&error))),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn reader(&self) -> Result<Rc<Reader>, StoreError> {
+        if let Some(reader) = self.inner.reader.borrow().as_ref() {
+            if !reader.conn.is_closed() {
+                return Ok(Rc::clone(reader));
+            }
+        }
+        let reader = Rc::new(Reader {
+            conn: self.checkout().await?,
+            statements: RefCell::default(),
+        });
+        let mut slot = self.inner.reader.borrow_mut();
+        match slot.as_ref() {
+            Some(current) if !current.conn.is_closed() => Ok(Rc::clone(current)),
+            _ => {
+                *slot = Some(Rc::clone(&reader));
+                Ok(reader)
+            }
+        }
+    }
+
+    fn observe(&self, name: &str, started: Instant) {
+        self.metrics
+            .db_query_duration_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn query(&self, query: Query) -> Result<Vec<Row>, StoreError> {
+        self.ready()?;
+        let started = Instant::now();
+        let reader = self.reader().await?;
+        let client = &**reader.conn;
+        let run = async {
+            let cached = reader.statements.borrow().get(query.sql).cloned();
+            let statement = match cached {
+                Some(statement) => statement,
+                None => {
+                    let statement = client.prepare(query.sql).await?;
+                    reader
+                        .statements
+                        .borrow_mut()
+                        .insert(query.sql, statement.clone());
+                    statement
+                }
+            };
+            let params: Vec<&(dyn ToSql + Sync)> =
+                query.params.iter().map(|p| p.as_ref() as _).collect();
+            client.query(&statement, &params).await
+        };
+        let outcome = match actix_rt::time::timeout(self.inner.config.query_timeout, run).await {
+            Ok(result) => result.map_err(pg_error),
+            Err(_) => {
+                // Stop the work on the server too; the connection stays usable.
+                let cancel = client.cancel_token();
+                actix_rt::spawn(async move {
+                    let _ = cancel.cancel_query(NoTls).await;
+                });
+                Err(StoreError::Timeout)
+            }
+        };
+        self.observe(query.name, started);
+        outcome
+    }
+
+    async fn transact<T>(&self, mut tx: Transact<T>) -> Result<T, StoreError> {
+        self.ready()?;
+        let config = self.inner.config;
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let outcome = async {
+                let mut conn = self.checkout().await?;
+                let run = async {
+                    let transaction = conn
+                        .build_transaction()
+                        .isolation_level(tx.isolation)
+                        .start()
+                        .await
+                        .map_err(pg_error)?;
+                    let value = (tx.work)(&transaction).await?;
+                    transaction.commit().await.map_err(pg_error)?;
+                    Ok(value)
+                };
+                match actix_rt::time::timeout(config.query_timeout, run).await {
+                    Ok(result) => result,
+                    // The dropped transaction rolls back; statement_timeout stops the server.
+                    Err(_) => Err(StoreError::Timeout),
+                }
+            }
+            .await;
+            self.observe(tx.name, started);
+            match outcome {
+                Err(StoreError::Contention(why)) if attempt < config.tx_max_retries => {
+                    self.metrics.db_tx_retries_total.inc();
+                    log::debug!(target: "steward::db", "{} retried after: {why}", tx.name);
+                    actix_rt::time::sleep(config.tx_backoff.delay(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Handler<Query> for DbActor {
+    type Result = ResponseFuture<Result<Vec<Row>, StoreError>>;
+
+    fn handle(&mut self, msg: Query, _: &mut Self::Context) -> Self::Result {
+        let ops = Ops::new(self);
+        Box::pin(async move { ops.query(msg).await })
+    }
+}
+
+impl<T: Send + 'static> Handler<Transact<T>> for DbActor {
+    type Result = ResponseFuture<Result<T, StoreError>>;
+
+    fn handle(&mut self, msg: Transact<T>, _: &mut Self::Context) -> Self::Result {
+        let ops = Ops::new(self);
+        Box::pin(async move { ops.transact(msg).await })
+    }
+}

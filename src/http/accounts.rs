@@ -1,0 +1,144 @@
+//! `/v1/accounts`: the ledger's accounts, read through the cache.
+
+use actix::Addr;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::FutureExt;
+use serde::Deserialize;
+use serde_json::json;
+use steward_actors::cache::{GetOrLoad, Loader};
+use steward_actors::db::DbActor;
+use steward_actors::StoreError;
+
+use super::error::ApiError;
+use super::pagination::{encode, PageQuery};
+use crate::ledger;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    name: String,
+    initial_balance: i64,
+}
+
+/// The cache key of an account; deleted whenever its balance changes.
+pub fn cache_key(id: i64) -> String {
+    format!("account:{id}")
+}
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+        format!("account {id} does not exist"),
+    )
+}
+
+/// `POST /v1/accounts`: 201 with the account and its Location.
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<NewAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let NewAccount {
+        name,
+        initial_balance,
+    } = body.into_inner();
+    if !(1..=100).contains(&name.chars().count()) {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "name is 1-100 characters",
+        ));
+    }
+    if initial_balance < 0 {
+        return Err(ApiError::unprocessable(
+            "invalid_balance",
+            "initial_balance is an integer >= 0",
+        ));
+    }
+    let account = ledger::create_account(&state.db()?, name, initial_balance).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/accounts/{}", account.id)))
+        .json(account))
+}
+
+/// The account as the JSON the API answers with; `None` when it does not exist.
+async fn load(db: &Addr<DbActor>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    let account = ledger::account(db, id).await?;
+    account
+        .map(|a| serde_json::to_vec(&a).map_err(|e| StoreError::Internal(e.to_string())))
+        .transpose()
+}
+
+/// `GET /v1/accounts/{id}`: cache-aside through the cache actor, straight from the database
+/// when the request says `Cache-Control: no-cache` or the cache actor is restarting.
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let db = state.db()?;
+    let bypass = req
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        });
+    let cached = match state.cache.get().filter(|_| !bypass) {
+        Some(cache) => {
+            let loader_db = db.clone();
+            let loader: Loader =
+                Box::new(move || async move { load(&loader_db, id).await }.boxed());
+            let ttl = state.api.account_ttl;
+            cache
+                .send(GetOrLoad {
+                    key: cache_key(id),
+                    ttl,
+                    loader,
+                })
+                .await
+                .ok()
+        }
+        None => None,
+    };
+    let body = match cached {
+        Some(result) => result?,
+        None => load(&db, id).await?,
+    };
+    match body {
+        Some(body) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body)),
+        None => Err(not_found(id)),
+    }
+}
+
+/// `GET /v1/accounts?limit=&cursor=`: accounts in id order.
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.parse()?;
+    let found = ledger::accounts(&state.db()?, page.after.unwrap_or(0), page.limit).await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"items": found.items, "next_cursor": found.next.map(encode)})))
+}
+
+/// `GET /v1/accounts/{id}/transfers?limit=&cursor=`: the account's transfers, newest first.
+pub async fn transfers(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let page = query.parse()?;
+    let before = page.after.unwrap_or(i64::MAX);
+    let found = ledger::transfers_of(&state.db()?, id, before, page.limit)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(HttpResponse::Ok()
+        .json(json!({"items": found.items, "next_cursor": found.next.map(encode)})))
+}

@@ -1,0 +1,115 @@
+//! `/v1/kv/{key}`: byte values in Redis through the cache actor.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use steward_actors::cache::{Delete, Get, Set};
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+/// The longest TTL a client may ask for: 30 days.
+const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// Keys (and lock names) are 1-200 characters of `[A-Za-z0-9._:-]`: safe in Redis keys, URLs
+/// and logs without escaping.
+pub fn valid_key(key: &str) -> Result<(), ApiError> {
+    let ok = (1..=200).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_key",
+            "keys are 1-200 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
+        ))
+    }
+}
+
+/// The kv API's keys live in their own namespace under the configured prefix.
+fn cache_key(key: &str) -> String {
+    format!("kv:{key}")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutQuery {
+    ttl: Option<u64>,
+}
+
+/// `PUT /v1/kv/{key}?ttl=<seconds>`: stores the body; 204.
+pub async fn put(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    query: web::Query<PutQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    valid_key(&key)?;
+    let ttl = match query.ttl {
+        None => state.api.kv_default_ttl,
+        Some(secs @ 1..=MAX_TTL_SECS) => Duration::from_secs(secs),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_ttl",
+                format!("ttl is a number of seconds from 1 to {MAX_TTL_SECS}"),
+            ))
+        }
+    };
+    if body.len() > state.api.max_value_size {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("values are at most {} bytes", state.api.max_value_size),
+        ));
+    }
+    let set = Set {
+        key: cache_key(&key),
+        value: body.to_vec(),
+        ttl,
+    };
+    state.cache()?.send(set).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /v1/kv/{key}`: 200 with the bytes, or 404.
+pub async fn get(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    valid_key(&key)?;
+    let value = state
+        .cache()?
+        .send(Get {
+            key: cache_key(&key),
+        })
+        .await??;
+    match value {
+        Some(value) => Ok(HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(value)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            "no value under this key",
+        )),
+    }
+}
+
+/// `DELETE /v1/kv/{key}`: 204, whether or not the key existed.
+pub async fn delete(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    valid_key(&key)?;
+    state
+        .cache()?
+        .send(Delete {
+            key: cache_key(&key),
+        })
+        .await??;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,374 @@
+//! The reference API's ledger: accounts and transfers in PostgreSQL, through the database
+//! actor. Money is an integer of minor units (`i64`); balances never go negative.
+
+use actix::Addr;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use steward_actors::db::{pg_error, tx_work, DbActor, Param, Query, Transact};
+use steward_actors::StoreError;
+use tokio_postgres::types::Type;
+use tokio_postgres::{IsolationLevel, Row, Transaction};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Account {
+    pub id: i64,
+    pub name: String,
+    pub balance: i64,
+    pub initial_balance: i64,
+    pub created_at: String,
+}
+
+impl Account {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get(0),
+            name: row.get(1),
+            balance: row.get(2),
+            initial_balance: row.get(3),
+            created_at: row.get(4),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Transfer {
+    pub id: i64,
+    pub from: i64,
+    pub to: i64,
+    pub amount: i64,
+    pub created_at: String,
+}
+
+impl Transfer {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get(0),
+            from: row.get(1),
+            to: row.get(2),
+            amount: row.get(3),
+            created_at: row.get(4),
+        }
+    }
+}
+
+/// One page of a keyset-paginated list, and the key to continue after.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+async fn query(
+    db: &Addr<DbActor>,
+    name: &'static str,
+    sql: &'static str,
+    params: Vec<Param>,
+) -> Result<Vec<Row>, StoreError> {
+    db.send(Query { name, sql, params }).await?
+}
+
+pub async fn create_account(
+    db: &Addr<DbActor>,
+    name: String,
+    initial_balance: i64,
+) -> Result<Account, StoreError> {
+    let rows = query(
+        db,
+        "account_create",
+        sql::CREATE_ACCOUNT,
+        vec![Box::new(name), Box::new(initial_balance)],
+    )
+    .await?;
+    rows.first()
+        .map(Account::from_row)
+        .ok_or_else(|| StoreError::Internal("INSERT returned no row".into()))
+}
+
+pub async fn account(db: &Addr<DbActor>, id: i64) -> Result<Option<Account>, StoreError> {
+    let rows = query(db, "account_by_id", sql::ACCOUNT_BY_ID, vec![Box::new(id)]).await?;
+    Ok(rows.first().map(Account::from_row))
+}
+
+/// Accounts in id order, `limit` of them after id `after`.
+pub async fn accounts(
+    db: &Addr<DbActor>,
+    after: i64,
+    limit: i64,
+) -> Result<Page<Account>, StoreError> {
+    let rows = query(
+        db,
+        "account_list",
+        sql::ACCOUNT_LIST,
+        vec![Box::new(after), Box::new(limit + 1)],
+    )
+    .await?;
+    Ok(page(
+        rows.iter().map(Account::from_row).collect(),
+        limit,
+        |a| a.id,
+    ))
+}
+
+/// An account's transfers (either direction), newest first, `limit` of them before id
+/// `before`; `None` when the account does not exist.
+pub async fn transfers_of(
+    db: &Addr<DbActor>,
+    account_id: i64,
+    before: i64,
+    limit: i64,
+) -> Result<Option<Page<Transfer>>, StoreError> {
+    if account(db, account_id).await?.is_none() {
+        return Ok(None);
+    }
+    let params: Vec<Param> = vec![Box::new(account_id), Box::new(before), Box::new(limit + 1)];
+    let rows = query(db, "account_transfers", sql::TRANSFERS_OF, params).await?;
+    Ok(Some(page(
+        rows.iter().map(Transfer::from_row).collect(),
+        limit,
+        |t| t.id,
+    )))
+}
+
+fn page<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> i64) -> Page<T> {
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next = if more { items.last().map(key) } else { None };
+    Page { items, next }
+}
+
+/// What a transfer request asked for.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub from: i64,
+    pub to: i64,
+    pub amount: i64,
+}
+
+impl TransferRequest {
+    /// Identifies the request for idempotency: the same key must come with the same request.
+    fn fingerprint(&self) -> String {
+        format!("{}:{}:{}", self.from, self.to, self.amount)
+    }
+}
+
+/// The answer to a transfer, as first given and as replayed for its idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferAnswer {
+    pub status: u16,
+    /// The transfer for 201; `{"code", "message"}` for an error.
+    pub body: serde_json::Value,
+    pub replayed: bool,
+}
+
+/// Why a transfer was not even answered.
+#[derive(Debug)]
+pub enum TransferRefusal {
+    /// The idempotency key was used before with a different request.
+    KeyReused,
+    Store(StoreError),
+}
+
+/// Moves `amount` from one account to the other in one SERIALIZABLE transaction that also
+/// records the transfer and the idempotency key with its answer. A key seen before with the
+/// same request returns the stored answer and moves nothing.
+pub async fn transfer(
+    db: &Addr<DbActor>,
+    key: String,
+    request: TransferRequest,
+) -> Result<TransferAnswer, TransferRefusal> {
+    let work = tx_work(move |tx| {
+        let key = key.clone();
+        async move { transfer_in(tx, &key, request).await }.boxed_local()
+    });
+    let outcome = db
+        .send(Transact {
+            name: "transfer",
+            isolation: IsolationLevel::Serializable,
+            work,
+        })
+        .await
+        .map_err(|e| TransferRefusal::Store(e.into()))?;
+    match outcome {
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) => Err(TransferRefusal::KeyReused),
+        Err(error) => Err(TransferRefusal::Store(error)),
+    }
+}
+
+/// The transaction's body; `None` when the key was used for another request.
+async fn transfer_in(
+    tx: &Transaction<'_>,
+    key: &str,
+    request: TransferRequest,
+) -> Result<Option<TransferAnswer>, StoreError> {
+    let fingerprint = request.fingerprint();
+    let stored = tx
+        .query_typed_opt(
+            "SELECT fingerprint, status, response::text FROM idempotency_keys WHERE key = $1",
+            &[(&key, Type::TEXT)],
+        )
+        .await
+        .map_err(pg_error)?;
+    if let Some(row) = stored {
+        if row.get::<_, &str>(0) != fingerprint {
+            return Ok(None);
+        }
+        let status: i16 = row.get(1);
+        let body =
+            serde_json::from_str(row.get(2)).map_err(|e| StoreError::Internal(e.to_string()))?;
+        return Ok(Some(TransferAnswer {
+            status: status as u16,
+            body,
+            replayed: true,
+        }));
+    }
+
+    let (status, body) = move_money(tx, request).await?;
+    let inserted = tx
+        .execute_typed(
+            "INSERT INTO idempotency_keys (key, fingerprint, status, response) VALUES ($1, $2, $3, $4::text::jsonb)",
+            &[
+                (&key, Type::TEXT),
+                (&fingerprint, Type::TEXT),
+                (&(status as i16), Type::INT2),
+                (&body.to_string(), Type::TEXT),
+            ],
+        )
+        .await
+        .map_err(pg_error);
+    match inserted {
+        Ok(_) => Ok(Some(TransferAnswer {
+            status,
+            body,
+            replayed: false,
+        })),
+        // A concurrent request with the same key committed first: run again and replay it.
+        Err(StoreError::Conflict(_)) => Err(StoreError::Contention(
+            "idempotency key claimed concurrently".into(),
+        )),
+        Err(error) => Err(error),
+    }
+}
+
+/// Locks both accounts (in id order, so opposite transfers cannot deadlock), checks, moves.
+async fn move_money(
+    tx: &Transaction<'_>,
+    request: TransferRequest,
+) -> Result<(u16, serde_json::Value), StoreError> {
+    let ids = vec![request.from, request.to];
+    let rows = tx
+        .query_typed(
+            "SELECT id, balance FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[(&ids, Type::INT8_ARRAY)],
+        )
+        .await
+        .map_err(pg_error)?;
+    let balance = |id: i64| {
+        rows.iter()
+            .find(|r| r.get::<_, i64>(0) == id)
+            .map(|r| r.get::<_, i64>(1))
+    };
+    let refused = |status: u16, code: &str, message: String| {
+        Ok((status, json!({"code": code, "message": message})))
+    };
+    let (Some(from_balance), Some(to_balance)) = (balance(request.from), balance(request.to))
+    else {
+        let missing = if balance(request.from).is_none() {
+            request.from
+        } else {
+            request.to
+        };
+        return refused(
+            404,
+            "account_not_found",
+            format!("account {missing} does not exist"),
+        );
+    };
+    if from_balance < request.amount {
+        return refused(
+            409,
+            "insufficient_funds",
+            format!(
+                "account {} holds less than {}",
+                request.from, request.amount
+            ),
+        );
+    }
+    if to_balance.checked_add(request.amount).is_none() {
+        return refused(
+            422,
+            "amount_overflow",
+            format!("account {} cannot hold that much", request.to),
+        );
+    }
+    for (id, delta) in [
+        (request.from, -request.amount),
+        (request.to, request.amount),
+    ] {
+        tx.execute_typed(
+            "UPDATE accounts SET balance = balance + $2, updated_at = now() WHERE id = $1",
+            &[(&id, Type::INT8), (&delta, Type::INT8)],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    let row = tx
+        .query_typed_one(
+            sql::INSERT_TRANSFER,
+            &[
+                (&request.from, Type::INT8),
+                (&request.to, Type::INT8),
+                (&request.amount, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    let transfer = Transfer::from_row(&row);
+    let body = serde_json::to_value(&transfer).map_err(|e| StoreError::Internal(e.to_string()))?;
+    Ok((201, body))
+}
+
+/// The statements, with the shared column lists spelled out once. Timestamps leave PostgreSQL
+/// as RFC 3339 text in UTC.
+mod sql {
+    macro_rules! created_at {
+        () => {
+            r#"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#
+        };
+    }
+    macro_rules! account_columns {
+        () => {
+            concat!("id, name, balance, initial_balance, ", created_at!())
+        };
+    }
+    macro_rules! transfer_columns {
+        () => {
+            concat!("id, from_account, to_account, amount, ", created_at!())
+        };
+    }
+
+    pub const CREATE_ACCOUNT: &str = concat!(
+        "INSERT INTO accounts (name, initial_balance, balance) VALUES ($1, $2, $2) RETURNING ",
+        account_columns!()
+    );
+    pub const ACCOUNT_BY_ID: &str = concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE id = $1"
+    );
+    pub const ACCOUNT_LIST: &str = concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
+    );
+    pub const TRANSFERS_OF: &str = concat!(
+        "SELECT ",
+        transfer_columns!(),
+        " FROM transfers WHERE (from_account = $1 OR to_account = $1) AND id < $2 ORDER BY id DESC LIMIT $3"
+    );
+    pub const INSERT_TRANSFER: &str = concat!(
+        "INSERT INTO transfers (from_account, to_account, amount) VALUES ($1, $2, $3) RETURNING ",
+        transfer_columns!()
+    );
+}

@@ -1,0 +1,10 @@
+//! The schema of the reference API, embedded in the binary and applied by the database actor
+//! at start-up (or alone by `steward migrate`).
+
+use steward_actors::migrations::Migration;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "ledger",
+    sql: include_str!("migrations/0001_ledger.sql"),
+}];
