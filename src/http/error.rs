@@ -157,7 +157,8 @@ impl From<StoreError> for ApiError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
                 "a backing store did not answer in time",
-            ),
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from(1)),
             StoreError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
@@ -247,10 +248,12 @@ pub async fn envelope(
         .cloned()
         .unwrap_or_else(|| default_body(status, &response));
     if let Some(cause) = &body.cause {
-        let level = if status.is_server_error() {
-            log::Level::Error
-        } else {
-            log::Level::Debug
+        // A 500 is a bug; a 503/504 is an outage already reported by the store's health
+        // checks, logged per request at a level that does not drown the first.
+        let level = match status.as_u16() {
+            500 => log::Level::Error,
+            501..=599 => log::Level::Warn,
+            _ => log::Level::Debug,
         };
         log::log!(target: "steward::http", level, request_id = request_id.as_str(), code = body.code.as_ref(); "{}: {cause}", status.as_u16());
     }

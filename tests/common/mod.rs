@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use steward::app::Application;
-use steward::config::{self, Loaded, Sources};
+use steward::config::{self, Loaded, Settings, Sources};
 use steward::migrations::MIGRATIONS;
 use steward::telemetry;
 use steward_actors::migrations::migrate;
@@ -220,6 +220,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: TestDb,
+    pub settings: Settings,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -253,6 +254,7 @@ pub async fn spawn_app_unchecked(vars: &[(&str, &str)]) -> TestApp {
             .build()
             .expect("client"),
         db,
+        settings: loaded.settings,
     }
 }
 
@@ -278,6 +280,32 @@ impl TestApp {
 
     pub async fn status(&self, path: &str) -> u16 {
         self.get(path).await.status().as_u16()
+    }
+
+    /// A direct connection to this test's database, to check what the API stored.
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.db.url, NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A direct connection to Redis, to check what the API stored under this app's prefix.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url().as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to Redis")
+    }
+
+    /// The value of a counter or gauge in `/metrics` (0 when the series is absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
     }
 
     /// `/admin/actors`' entry for `name`.

@@ -1,0 +1,311 @@
+//! `/v1/accounts`: validation, pagination, and reads through the cache, with store faults.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::TcpProxy;
+use common::{eventually, spawn_app, spawn_app_with, TestApp};
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+async fn create(app: &TestApp, name: &str, balance: i64) -> Value {
+    let response = app
+        .client
+        .post(app.url("/v1/accounts"))
+        .json(&json!({"name": name, "initial_balance": balance}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let body: Value = response.json().await.unwrap();
+    body
+}
+
+async fn error(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[actix_rt::test]
+async fn create_and_read_an_account() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/v1/accounts"))
+        .json(&json!({"name": "Ada Lovelace", "initial_balance": 1500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let account: Value = response.json().await.unwrap();
+    assert_eq!(location, format!("/v1/accounts/{}", account["id"]));
+    assert_eq!(account["name"], "Ada Lovelace");
+    assert_eq!(account["balance"], 1500);
+    assert_eq!(account["initial_balance"], 1500);
+    assert!(account["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let read: Value = app.get(&location).await.json().await.unwrap();
+    assert_eq!(read, account);
+    let bypass: Value = app
+        .client
+        .get(app.url(&location))
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bypass, account);
+}
+
+#[actix_rt::test]
+async fn bad_account_input_gets_the_documented_4xx_and_stores_nothing() {
+    let app = spawn_app().await;
+    let post = |body: String, content_type: &'static str| {
+        app.client
+            .post(app.url("/v1/accounts"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let long_name = "n".repeat(101);
+    let cases = [
+        (
+            json!({"name": "", "initial_balance": 1}).to_string(),
+            422,
+            "invalid_name",
+        ),
+        (
+            json!({"name": long_name, "initial_balance": 1}).to_string(),
+            422,
+            "invalid_name",
+        ),
+        (
+            json!({"name": "x", "initial_balance": -1}).to_string(),
+            422,
+            "invalid_balance",
+        ),
+        (json!({"name": "x"}).to_string(), 422, "invalid_body"),
+        (
+            json!({"name": "x", "initial_balance": 1.5}).to_string(),
+            422,
+            "invalid_body",
+        ),
+        (
+            r#"{"name": "x", "initial_balance": 99999999999999999999}"#.to_owned(),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"name": "x", "initial_balance": 1, "admin": true}).to_string(),
+            422,
+            "invalid_body",
+        ),
+        (r#"{"name": "x", "#.to_owned(), 400, "invalid_json"),
+        (
+            "{\"name\": \"\u{0}'; DROP TABLE accounts; --\", \"initial_balance\": 1".to_owned(),
+            400,
+            "invalid_json",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let response = post(body.clone(), "application/json").await.unwrap();
+        assert_eq!(error(response).await, (status, code.to_owned()), "{body}");
+    }
+    let wrong_type = post("{}".into(), "text/plain").await.unwrap();
+    assert_eq!(error(wrong_type).await.0, 415);
+
+    // SQL metacharacters are data, stored as given.
+    let odd = "Robert'); DROP TABLE accounts; --";
+    let account = create(&app, odd, 0).await;
+    assert_eq!(account["name"], odd);
+    let count: i64 = app
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1, "only the valid account was stored");
+
+    assert_eq!(
+        error(app.get("/v1/accounts/999999").await).await,
+        (404, "account_not_found".into())
+    );
+    assert_eq!(
+        error(app.get("/v1/accounts/abc").await).await,
+        (400, "invalid_path".into())
+    );
+    assert_eq!(
+        error(app.get("/v1/accounts/99999999999999999999").await)
+            .await
+            .0,
+        400
+    );
+}
+
+#[actix_rt::test]
+async fn accounts_page_by_keyset() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            create(&app, &format!("acct {n}"), n).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/accounts?limit=2".to_owned();
+    loop {
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|a| a["id"].as_i64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/accounts?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let all: Value = app.get("/v1/accounts").await.json().await.unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 5);
+    assert_eq!(all["next_cursor"], Value::Null);
+
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=101", "invalid_limit"),
+        ("cursor=42", "invalid_cursor"),
+        ("cursor=c-1", "invalid_cursor"),
+        ("limit=x", "invalid_query"),
+    ] {
+        assert_eq!(
+            error(app.get(&format!("/v1/accounts?{query}")).await).await,
+            (400, code.to_owned()),
+            "{query}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn concurrent_misses_run_one_database_read() {
+    let app = spawn_app().await;
+    let id = create(&app, "popular", 10).await["id"].as_i64().unwrap();
+    let path = format!("/v1/accounts/{id}");
+    let reads = (0..32).map(|_| app.get(&path));
+    for response in join_all(reads).await {
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let loads = app
+        .metric("db_query_duration_seconds_count{query=\"account_by_id\"}")
+        .await;
+    assert_eq!(loads, 1.0, "32 concurrent reads, one load");
+    let hits = app
+        .metric("cache_requests_total{op=\"get\",result=\"hit\"}")
+        .await;
+    let coalesced = app.metric("cache_loader_coalesced_total").await;
+    assert_eq!(hits + coalesced, 31.0, "hits {hits}, coalesced {coalesced}");
+}
+
+#[actix_rt::test]
+async fn unknown_accounts_are_cached_briefly_as_not_found() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        assert_eq!(app.status("/v1/accounts/424242").await, 404);
+    }
+    let loads = app
+        .metric("db_query_duration_seconds_count{query=\"account_by_id\"}")
+        .await;
+    assert_eq!(loads, 1.0, "negative caching spares the database");
+}
+
+#[actix_rt::test]
+async fn reads_fall_back_to_the_database_while_redis_is_cut() {
+    let proxy = TcpProxy::start("127.0.0.1:6379".parse().unwrap());
+    let url = proxy.url("redis", "");
+    let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
+    let id = create(&app, "steady", 7).await["id"].as_i64().unwrap();
+    let path = format!("/v1/accounts/{id}");
+    assert_eq!(app.status(&path).await, 200);
+
+    proxy.cut();
+    for _ in 0..5 {
+        let response = app.get(&path).await;
+        assert_eq!(response.status().as_u16(), 200, "served from PostgreSQL");
+        let account: Value = response.json().await.unwrap();
+        assert_eq!(account["balance"], 7);
+    }
+    assert_eq!(app.metric("cache_degraded").await, 1.0);
+    let ready: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+
+    proxy.restore();
+    eventually(
+        Duration::from_secs(5),
+        "the cache is used again",
+        || async {
+            let before = app
+                .metric("cache_requests_total{op=\"get\",result=\"hit\"}")
+                .await;
+            app.get(&path).await;
+            app.metric("cache_requests_total{op=\"get\",result=\"hit\"}")
+                .await
+                > before
+        },
+    )
+    .await;
+    assert_eq!(app.metric("cache_degraded").await, 0.0);
+}
+
+#[actix_rt::test]
+async fn a_postgres_outage_answers_503_not_500_and_recovers() {
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap());
+    let db = common::TestDb::create().await;
+    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let app = spawn_app_with(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
+    let id = create(&app, "durable", 3).await["id"].as_i64().unwrap();
+
+    proxy.cut();
+    let bypass = app
+        .client
+        .get(app.url(&format!("/v1/accounts/{id}")))
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert!(bypass.headers().contains_key("retry-after"));
+    let (status, code) = error(bypass).await;
+    assert!(status == 503 || status == 504, "{status} {code}");
+    let post = app
+        .client
+        .post(app.url("/v1/accounts"))
+        .json(&json!({"name": "later", "initial_balance": 1}))
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = error(post).await;
+    assert!(status == 503 || status == 504, "{status} {code}");
+
+    proxy.restore();
+    eventually(Duration::from_secs(10), "writes work again", || async {
+        let response = app
+            .client
+            .post(app.url("/v1/accounts"))
+            .json(&json!({"name": "later", "initial_balance": 1}))
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16() == 201
+    })
+    .await;
+}
