@@ -309,3 +309,35 @@ async fn a_postgres_outage_answers_503_not_500_and_recovers() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_query_past_its_deadline_answers_504_and_stops_on_the_server() {
+    let app = spawn_app_with(&[("STEWARD__POSTGRES__QUERY_TIMEOUT", "300ms")]).await;
+    let started = std::time::Instant::now();
+    let response = app.get("/test/db-sleep?ms=5000").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at the deadline"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(error(response).await, (504, "timeout".into()));
+
+    let sql = app.sql().await;
+    eventually(Duration::from_secs(2), "the statement is gone from the server", || async {
+        let running: i64 = sql
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                &[&app.db.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        running == 0
+    })
+    .await;
+    assert_eq!(
+        app.status("/v1/accounts?limit=1").await,
+        200,
+        "the shared connection still works"
+    );
+}

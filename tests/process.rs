@@ -303,3 +303,70 @@ async fn json_logs_are_one_object_a_line_with_the_request_id() {
         );
     }
 }
+
+/// `steward migrate` on an empty database, twice at once: both succeed, each migration is
+/// recorded once, and a later run finds nothing to do.
+#[tokio::test]
+async fn migrate_subcommand_is_safe_to_run_concurrently() {
+    common::ensure_stores().await;
+    let name = format!("steward_test_{}", uuid::Uuid::new_v4().simple());
+    let admin_url = common::database_url();
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = common::TestDb::url_of(&name);
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_steward"))
+            .arg("migrate")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("STEWARD_ENV", "test")
+            .env("STEWARD__LOG__LEVEL", "info")
+            .env("STEWARD__POSTGRES__URL", &url)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run steward migrate")
+    };
+    let (first, second) = (migrate(), migrate());
+    for child in [first, second] {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM steward_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let expected: Vec<i32> = steward::migrations::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, expected);
+    drop(client);
+
+    let again = migrate().wait_with_output().unwrap();
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to apply"));
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}

@@ -97,5 +97,6 @@ fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
     }
     #[cfg(feature = "test-hooks")]
     cfg.service(web::resource("/test/slow").route(web::get().to(test_hooks::slow)))
+        .service(web::resource("/test/db-sleep").route(web::get().to(test_hooks::db_sleep)))
         .service(web::resource("/test/crash/{store}").route(web::post().to(test_hooks::crash)));
 }

@@ -24,6 +24,22 @@ pub async fn slow(query: web::Query<Slow>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "slept_ms": ms }))
 }
 
+/// `GET /test/db-sleep?ms=N`: a database statement that runs N milliseconds, to check that
+/// the query deadline answers in time and stops the statement on the server.
+pub async fn db_sleep(
+    query: web::Query<Slow>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let seconds = query.ms as f64 / 1000.0;
+    let sleep = steward_actors::db::Query {
+        name: "test_sleep",
+        sql: "SELECT pg_sleep($1)",
+        params: vec![Box::new(seconds)],
+    };
+    state.db()?.send(sleep).await??;
+    Ok(HttpResponse::Ok().json(json!({ "slept_ms": query.ms })))
+}
+
 /// `POST /test/crash/{store}`: makes the named store actor panic.
 pub async fn crash(
     store: web::Path<String>,

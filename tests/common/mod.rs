@@ -151,8 +151,13 @@ impl TestDb {
             assert!(attempts < 50, "create the test database: {error}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let url = with_database(&database_url(), &name);
+        let url = Self::url_of(&name);
         Self { name, url }
+    }
+
+    /// The URL of database `name` on the test server.
+    pub fn url_of(name: &str) -> String {
+        with_database(&database_url(), name)
     }
 }
 
