@@ -55,11 +55,12 @@ impl Application {
             metrics: Arc::clone(&metrics),
         };
         let (prefix, cache_config) = (settings.redis.key_prefix.clone(), settings.cache_config());
+        let cache_metrics = Arc::clone(&metrics);
         let cache_child = store_child(
             "redis",
             redis_manager(&settings.redis.url)?,
             store(settings.redis.pool),
-            move || Cache::new(prefix.clone(), cache_config.clone()),
+            move || Cache::new(prefix.clone(), cache_config.clone(), &cache_metrics),
             cache.clone(),
             &settings.supervisor,
         );
@@ -72,6 +73,8 @@ impl Application {
             db.clone(),
             &settings.supervisor,
         );
+        #[cfg(feature = "bench-routes")]
+        let direct = crate::http::bench_routes::Direct::new(settings)?;
         let (supervisor, terminated) = Supervisor::new(
             settings.supervisor,
             settings.shutdown_plan(),
@@ -90,6 +93,8 @@ impl Application {
                 ping_timeout: settings.health.timeout,
                 require_redis: settings.health.require_redis,
                 api: settings.cache.clone(),
+                #[cfg(feature = "bench-routes")]
+                direct: Arc::new(direct),
             };
             supervisor
                 .child(cache_child)

@@ -30,6 +30,9 @@ pub struct AppState {
     pub require_redis: bool,
     /// TTLs and limits of the kv and accounts APIs.
     pub api: CacheSettings,
+    /// The actor-less kv route of the benchmark build.
+    #[cfg(feature = "bench-routes")]
+    pub direct: Arc<crate::http::bench_routes::Direct>,
 }
 
 /// A store `/health/ready` checks.

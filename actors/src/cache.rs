@@ -10,6 +10,7 @@ use bb8::{Pool, PooledConnection};
 use bb8_redis::RedisConnectionManager;
 use futures::future::{BoxFuture, LocalBoxFuture, Shared};
 use futures::FutureExt;
+use prometheus::IntCounter;
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, RedisError};
@@ -47,6 +48,7 @@ pub struct Cache {
 struct CacheInner {
     prefix: String,
     config: CacheConfig,
+    counters: Counters,
     lease: RefCell<Lease>,
     inflight: RefCell<HashMap<String, Inflight>>,
     next_load: Cell<u64>,
@@ -74,12 +76,54 @@ struct Inflight {
 const FOUND: u8 = b'v';
 const NOT_FOUND: u8 = b'n';
 
+/// `cache_requests_total` children, resolved once: looking labels up per command hashes
+/// strings under a lock on the hot path.
+struct Counters {
+    get_hit: IntCounter,
+    get_miss: IntCounter,
+    set_ok: IntCounter,
+    delete_ok: IntCounter,
+    coalesced: IntCounter,
+    errors: [IntCounter; 3],
+}
+
+/// The commands, as labels and as indexes into `Counters::errors`.
+#[derive(Clone, Copy)]
+enum Op {
+    Get = 0,
+    Set = 1,
+    Delete = 2,
+}
+
+impl Op {
+    const LABELS: [&'static str; 3] = ["get", "set", "delete"];
+}
+
+impl Counters {
+    fn new(metrics: &Metrics) -> Self {
+        let counter = |op: &str, result: &str| {
+            metrics
+                .cache_requests_total
+                .with_label_values(&[op, result])
+        };
+        Self {
+            get_hit: counter("get", "hit"),
+            get_miss: counter("get", "miss"),
+            set_ok: counter("set", "ok"),
+            delete_ok: counter("delete", "ok"),
+            coalesced: counter("get_or_load", "coalesced"),
+            errors: Op::LABELS.map(|op| counter(op, "error")),
+        }
+    }
+}
+
 impl Cache {
-    pub fn new(prefix: String, config: CacheConfig) -> Self {
+    pub fn new(prefix: String, config: CacheConfig, metrics: &Metrics) -> Self {
         Self {
             inner: Rc::new(CacheInner {
                 prefix,
                 config,
+                counters: Counters::new(metrics),
                 lease: RefCell::default(),
                 inflight: RefCell::default(),
                 next_load: Cell::new(0),
@@ -149,7 +193,7 @@ impl Ops {
     }
 
     /// Runs one command on the shared connection within the deadline.
-    async fn run<T: FromRedisValue>(&self, op: &'static str, cmd: Cmd) -> Result<T, StoreError> {
+    async fn run<T: FromRedisValue>(&self, op: Op, cmd: Cmd) -> Result<T, StoreError> {
         let outcome = async {
             let (mut conn, generation) = self.connection().await?;
             match actix_rt::time::timeout(
@@ -182,23 +226,24 @@ impl Ops {
             Ok(_) => degraded.set(0),
             Err(error) => {
                 degraded.set(1);
-                self.count(op, "error");
+                self.inner.counters.errors[op as usize].inc();
+                let op = Op::LABELS[op as usize];
                 log::debug!(target: "steward::cache", "cache {op} failed: {error}");
             }
         }
         outcome
     }
 
-    fn count(&self, op: &str, result: &str) {
-        self.metrics
-            .cache_requests_total
-            .with_label_values(&[op, result])
-            .inc();
-    }
-
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let value: Option<Vec<u8>> = self.run("get", redis::cmd("GET").arg(key).clone()).await?;
-        self.count("get", if value.is_some() { "hit" } else { "miss" });
+        let value: Option<Vec<u8>> = self
+            .run(Op::Get, redis::cmd("GET").arg(key).clone())
+            .await?;
+        let counters = &self.inner.counters;
+        if value.is_some() {
+            counters.get_hit.inc()
+        } else {
+            counters.get_miss.inc()
+        }
         Ok(value)
     }
 
@@ -210,8 +255,8 @@ impl Ops {
             .arg("PX")
             .arg(millis)
             .clone();
-        self.run::<()>("set", cmd).await?;
-        self.count("set", "ok");
+        self.run::<()>(Op::Set, cmd).await?;
+        self.inner.counters.set_ok.inc();
         Ok(())
     }
 
@@ -220,9 +265,9 @@ impl Ops {
         if let Some(load) = self.inner.inflight.borrow_mut().remove(key) {
             load.invalidated.set(true);
         }
-        self.run::<()>("delete", redis::cmd("DEL").arg(key).clone())
+        self.run::<()>(Op::Delete, redis::cmd("DEL").arg(key).clone())
             .await?;
-        self.count("delete", "ok");
+        self.inner.counters.delete_ok.inc();
         Ok(())
     }
 
@@ -350,7 +395,7 @@ impl Handler<GetOrLoad> for CacheActor {
         let key = ops.key(&msg.key);
         if let Some(load) = ops.inner.inflight.borrow().get(&key) {
             ops.metrics.cache_loader_coalesced_total.inc();
-            ops.count("get_or_load", "coalesced");
+            ops.inner.counters.coalesced.inc();
             return Box::pin(load.result.clone());
         }
         let id = ops.inner.next_load.get() + 1;

@@ -39,7 +39,7 @@ fn cache(metrics: &Arc<Metrics>) -> (Addr<CacheActor>, String) {
         negative_ttl: Duration::from_secs(5),
     };
     let manager = redis_manager(&redis_url()).unwrap();
-    let backend = Cache::new(prefix.clone(), config);
+    let backend = Cache::new(prefix.clone(), config, metrics);
     let actor = StoreActor::new("redis", manager, pool, health, Arc::clone(metrics), backend);
     let (addr, _running) = start_actor(actor);
     (addr, prefix)

@@ -31,7 +31,7 @@ pub fn valid_key(key: &str) -> Result<(), ApiError> {
 }
 
 /// The kv API's keys live in their own namespace under the configured prefix.
-fn cache_key(key: &str) -> String {
+pub fn cache_key(key: &str) -> String {
     format!("kv:{key}")
 }
 
@@ -87,6 +87,11 @@ pub async fn get(
             key: cache_key(&key),
         })
         .await??;
+    value_response(value)
+}
+
+/// 200 with the bytes, or 404.
+pub fn value_response(value: Option<Vec<u8>>) -> Result<HttpResponse, ApiError> {
     match value {
         Some(value) => Ok(HttpResponse::Ok()
             .content_type("application/octet-stream")

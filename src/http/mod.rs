@@ -2,6 +2,8 @@
 
 mod accounts;
 mod admin;
+#[cfg(feature = "bench-routes")]
+pub mod bench_routes;
 pub mod error;
 mod health;
 mod kv;
@@ -35,10 +37,12 @@ pub fn server(
     listener: TcpListener,
     state: AppState,
 ) -> std::io::Result<Server> {
+    #[cfg(feature = "bench-routes")]
+    let direct = web::Data::from(std::sync::Arc::clone(&state.direct));
     let data = web::Data::new(state);
     let limits = settings.clone();
     let mut server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(data.clone())
             .app_data(
                 web::JsonConfig::default()
@@ -48,8 +52,12 @@ pub fn server(
             .app_data(web::PayloadConfig::new(limits.max_body_size))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            .configure(|cfg| routes(cfg, data.admin_token.is_some()))
-            .default_service(web::to(error::no_route))
+            .configure(|cfg| routes(cfg, data.admin_token.is_some()));
+        #[cfg(feature = "bench-routes")]
+        let app = app.app_data(direct.clone()).service(
+            web::resource("/bench/kv-direct/{key}").route(web::get().to(bench_routes::kv_get)),
+        );
+        app.default_service(web::to(error::no_route))
             // Outermost last: the request id exists before anything logs, the envelope is
             // written before the telemetry sees the final status.
             .wrap(from_fn(error::envelope))
