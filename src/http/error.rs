@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -224,17 +224,17 @@ pub async fn no_route() -> Result<HttpResponse, ApiError> {
 }
 
 /// Middleware: writes every error response (status >= 400) as the JSON envelope.
-pub async fn envelope(
+pub async fn envelope<B: MessageBody + 'static>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     // The router inside turns every handler and extractor error into a response, so `?` here
     // only passes on what cannot happen. (Cloning the request up front to build a response from
     // an `Err` is not an option: routing needs the request uniquely owned.)
-    let response = next.call(req).await?.map_into_boxed_body();
+    let response = next.call(req).await?;
     let status = response.status();
     if status.as_u16() < 400 {
-        return Ok(response);
+        return Ok(response.map_into_left_body());
     }
     let (request, response) = response.into_parts();
     let request_id = request
@@ -268,13 +268,13 @@ pub async fn envelope(
         }
     }
     let replacement = replacement.json(json!({ "error": error }));
-    Ok(ServiceResponse::new(request, replacement))
+    Ok(ServiceResponse::new(request, replacement).map_into_right_body())
 }
 
 /// An error response actix-web produced itself, or a handler error that is not an
 /// [`ApiError`]: a code from the status, and for 5xx no text from the error (it may hold a
 /// backend message) but the error itself in the log.
-fn default_body(status: StatusCode, response: &HttpResponse) -> ErrorBody {
+fn default_body<B>(status: StatusCode, response: &HttpResponse<B>) -> ErrorBody {
     let (code, message) = match status.as_u16() {
         400 => ("bad_request", "the request is malformed"),
         404 => ("not_found", "no route matches this path"),

@@ -36,17 +36,26 @@ pub async fn observe(
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let status = response.status().as_u16();
+    let status = response.status();
     if let Some(state) = &state {
         let metrics = &state.metrics;
         metrics
             .http_requests_total
-            .with_label_values(&[method, route.as_str(), status.to_string().as_str()])
+            .with_label_values(&[method, route.as_str(), status.as_str()])
             .inc();
         metrics
             .http_request_duration_seconds
             .with_label_values(&[method, route.as_str()])
             .observe(elapsed.as_secs_f64());
+    }
+    // Probes and scrapes arrive every few seconds; keep them out of the info-level log.
+    let level = if route.starts_with("/health/") || route == "/metrics" {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    if !log::log_enabled!(target: "steward::access", level) {
+        return Ok(response);
     }
     let request_id = request
         .extensions()
@@ -57,12 +66,7 @@ pub async fn observe(
         .peer_addr()
         .map(|addr| addr.to_string())
         .unwrap_or_default();
-    // Probes and scrapes arrive every few seconds; keep them out of the info-level log.
-    let level = if route.starts_with("/health/") || route == "/metrics" {
-        log::Level::Debug
-    } else {
-        log::Level::Info
-    };
+    let status = status.as_u16();
     log::log!(
         target: "steward::access",
         level,
