@@ -5,45 +5,20 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::TcpProxy;
-use common::{eventually, spawn_app, spawn_app_with, TestApp};
+use common::{error_code, eventually, spawn_app, spawn_app_with, TestApp};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
 async fn create(app: &TestApp, name: &str, balance: i64) -> Value {
-    let response = app
-        .client
-        .post(app.url("/v1/accounts"))
-        .json(&json!({"name": name, "initial_balance": balance}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_account(name, balance).await;
     assert_eq!(response.status().as_u16(), 201);
-    let body: Value = response.json().await.unwrap();
-    body
-}
-
-async fn error(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
+    response.json().await.unwrap()
 }
 
 #[actix_rt::test]
 async fn create_and_read_an_account() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .post(app.url("/v1/accounts"))
-        .json(&json!({"name": "Ada Lovelace", "initial_balance": 1500}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_account("Ada Lovelace", 1500).await;
     assert_eq!(response.status().as_u16(), 201);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let account: Value = response.json().await.unwrap();
@@ -120,10 +95,14 @@ async fn bad_account_input_gets_the_documented_4xx_and_stores_nothing() {
     ];
     for (body, status, code) in cases {
         let response = post(body.clone(), "application/json").await.unwrap();
-        assert_eq!(error(response).await, (status, code.to_owned()), "{body}");
+        assert_eq!(
+            error_code(response).await,
+            (status, code.to_owned()),
+            "{body}"
+        );
     }
     let wrong_type = post("{}".into(), "text/plain").await.unwrap();
-    assert_eq!(error(wrong_type).await.0, 415);
+    assert_eq!(error_code(wrong_type).await.0, 415);
 
     // SQL metacharacters are data, stored as given.
     let odd = "Robert'); DROP TABLE accounts; --";
@@ -139,15 +118,15 @@ async fn bad_account_input_gets_the_documented_4xx_and_stores_nothing() {
     assert_eq!(count, 1, "only the valid account was stored");
 
     assert_eq!(
-        error(app.get("/v1/accounts/999999").await).await,
+        error_code(app.get("/v1/accounts/999999").await).await,
         (404, "account_not_found".into())
     );
     assert_eq!(
-        error(app.get("/v1/accounts/abc").await).await,
+        error_code(app.get("/v1/accounts/abc").await).await,
         (400, "invalid_path".into())
     );
     assert_eq!(
-        error(app.get("/v1/accounts/99999999999999999999").await)
+        error_code(app.get("/v1/accounts/99999999999999999999").await)
             .await
             .0,
         400
@@ -190,7 +169,7 @@ async fn accounts_page_by_keyset() {
         ("limit=x", "invalid_query"),
     ] {
         assert_eq!(
-            error(app.get(&format!("/v1/accounts?{query}")).await).await,
+            error_code(app.get(&format!("/v1/accounts?{query}")).await).await,
             (400, code.to_owned()),
             "{query}"
         );
@@ -284,27 +263,15 @@ async fn a_postgres_outage_answers_503_not_500_and_recovers() {
         .await
         .unwrap();
     assert!(bypass.headers().contains_key("retry-after"));
-    let (status, code) = error(bypass).await;
+    let (status, code) = error_code(bypass).await;
     assert!(status == 503 || status == 504, "{status} {code}");
-    let post = app
-        .client
-        .post(app.url("/v1/accounts"))
-        .json(&json!({"name": "later", "initial_balance": 1}))
-        .send()
-        .await
-        .unwrap();
-    let (status, code) = error(post).await;
+    let post = app.post_account("later", 1).await;
+    let (status, code) = error_code(post).await;
     assert!(status == 503 || status == 504, "{status} {code}");
 
     proxy.restore();
     eventually(Duration::from_secs(10), "writes work again", || async {
-        let response = app
-            .client
-            .post(app.url("/v1/accounts"))
-            .json(&json!({"name": "later", "initial_balance": 1}))
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_account("later", 1).await;
         response.status().as_u16() == 201
     })
     .await;
@@ -320,7 +287,7 @@ async fn a_query_past_its_deadline_answers_504_and_stops_on_the_server() {
         "answered at the deadline"
     );
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(error(response).await, (504, "timeout".into()));
+    assert_eq!(error_code(response).await, (504, "timeout".into()));
 
     let sql = app.sql().await;
     eventually(Duration::from_secs(2), "the statement is gone from the server", || async {

@@ -5,21 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::TcpProxy;
-use common::{eventually, spawn_app, spawn_app_with};
+use common::{error_code, eventually, spawn_app, spawn_app_with};
 use redis::AsyncCommands;
-use serde_json::Value;
-
-async fn code(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.expect("JSON error body");
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
-}
 
 #[actix_rt::test]
 async fn put_get_delete_round_trip_exact_bytes() {
@@ -58,7 +45,7 @@ async fn put_get_delete_round_trip_exact_bytes() {
         .unwrap();
     assert_eq!(deleted.status().as_u16(), 204);
     assert_eq!(
-        code(app.get("/v1/kv/user:42.profile_v-1").await).await,
+        error_code(app.get("/v1/kv/user:42.profile_v-1").await).await,
         (404, "key_not_found".into())
     );
     let again = app
@@ -130,7 +117,11 @@ async fn ttl_expires_values_and_is_validated() {
             .send()
             .await
             .unwrap();
-        assert_eq!(code(response).await, (400, expected.into()), "{query}");
+        assert_eq!(
+            error_code(response).await,
+            (400, expected.into()),
+            "{query}"
+        );
     }
 }
 
@@ -152,7 +143,7 @@ async fn bad_keys_and_oversized_values_are_refused_and_store_nothing() {
             .send()
             .await
             .unwrap();
-        let (status, _) = code(response).await;
+        let (status, _) = error_code(response).await;
         assert_eq!(status, 400, "{key}");
         assert_eq!(
             app.get(&format!("/v1/kv/{key}")).await.status().as_u16(),
@@ -187,7 +178,7 @@ async fn bad_keys_and_oversized_values_are_refused_and_store_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(code(big).await, (413, "value_too_large".into()));
+    assert_eq!(error_code(big).await, (413, "value_too_large".into()));
     let kept = app.get("/v1/kv/sized").await.text().await.unwrap();
     assert_eq!(kept, "small", "a refused write leaves the old value");
 }
@@ -207,7 +198,7 @@ async fn a_redis_outage_answers_503_with_retry_after_and_recovers() {
     proxy.cut();
     let response = app.get("/v1/kv/during").await;
     assert!(response.headers().contains_key("retry-after"));
-    let (status, code) = code(response).await;
+    let (status, code) = error_code(response).await;
     assert!(status == 503 || status == 504, "{status} {code}");
     let put = app
         .client

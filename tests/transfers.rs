@@ -9,20 +9,6 @@ use futures::stream::{self, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
 
-async fn account(app: &TestApp, balance: i64) -> i64 {
-    let response = app
-        .client
-        .post(app.url("/v1/accounts"))
-        .json(&json!({"name": "holder", "initial_balance": balance}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    response.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap()
-}
-
 async fn balance(app: &TestApp, id: i64) -> i64 {
     let account: Value = app
         .get(&format!("/v1/accounts/{id}"))
@@ -51,7 +37,7 @@ async fn transfer(app: &TestApp, key: Option<&str>, body: Value) -> (u16, Option
 #[actix_rt::test]
 async fn a_transfer_moves_money_once_and_replays_its_answer() {
     let app = spawn_app().await;
-    let (a, b) = (account(&app, 100).await, account(&app, 5).await);
+    let (a, b) = (app.account(100).await, app.account(5).await);
     let body = json!({"from": a, "to": b, "amount": 30});
 
     let (status, replayed, first) = transfer(&app, Some("key-1"), body.clone()).await;
@@ -94,7 +80,7 @@ async fn a_transfer_moves_money_once_and_replays_its_answer() {
 #[actix_rt::test]
 async fn refusals_are_documented_and_replayed_too() {
     let app = spawn_app().await;
-    let (a, b) = (account(&app, 10).await, account(&app, i64::MAX - 5).await);
+    let (a, b) = (app.account(10).await, app.account(i64::MAX - 5).await);
     let code = |body: &Value| {
         body["error"]["code"]
             .as_str()
@@ -214,9 +200,9 @@ async fn refusals_are_documented_and_replayed_too() {
 async fn an_accounts_transfers_page_newest_first() {
     let app = spawn_app().await;
     let (a, b, c) = (
-        account(&app, 100).await,
-        account(&app, 100).await,
-        account(&app, 100).await,
+        app.account(100).await,
+        app.account(100).await,
+        app.account(100).await,
     );
     let mut ids = Vec::new();
     for (n, (from, to)) in [(a, b), (b, a), (c, b), (a, c)].into_iter().enumerate() {
@@ -261,7 +247,7 @@ async fn the_ledger_invariant_holds_under_concurrent_transfers() {
     let app = spawn_app().await;
     let mut accounts = Vec::new();
     for _ in 0..20 {
-        accounts.push(account(&app, 1_000).await);
+        accounts.push(app.account(1_000).await);
     }
     let mut rng = rand::rng();
     let requests: Vec<(String, Value)> = (0..2_000)

@@ -287,6 +287,24 @@ impl TestApp {
         self.get(path).await.status().as_u16()
     }
 
+    /// `POST /v1/accounts` with a name and an initial balance.
+    pub async fn post_account(&self, name: &str, initial_balance: i64) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/accounts"))
+            .json(&serde_json::json!({"name": name, "initial_balance": initial_balance}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates an account and returns its id.
+    pub async fn account(&self, initial_balance: i64) -> i64 {
+        let response = self.post_account("holder", initial_balance).await;
+        assert_eq!(response.status().as_u16(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["id"].as_i64().unwrap()
+    }
+
     /// A direct connection to this test's database, to check what the API stored.
     pub async fn sql(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.db.url, NoTls)
@@ -331,6 +349,14 @@ impl TestApp {
             .cloned()
             .unwrap_or_else(|| panic!("no child {name} in {body}"))
     }
+}
+
+/// The status and `error.code` of an error response (the code is empty for a success).
+pub async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("a JSON body");
+    let code = body["error"]["code"].as_str().unwrap_or_default();
+    (status, code.to_owned())
 }
 
 /// Polls `condition` every 20 ms until it holds; fails the test after `within`.
