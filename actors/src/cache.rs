@@ -6,19 +6,17 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bb8::{Pool, PooledConnection};
 use bb8_redis::RedisConnectionManager;
 use futures::future::{BoxFuture, LocalBoxFuture, Shared};
 use futures::FutureExt;
 use prometheus::IntCounter;
 use rand::Rng;
-use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, RedisError};
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
-use crate::pool::Evicting;
-use crate::store::{describe_run, Backend, StoreActor};
+use crate::redis_conn::{RedisPool, SharedConnection};
+use crate::store::{Backend, StoreActor};
 
 /// The actor that owns the Redis pool.
 pub type CacheActor = StoreActor<Cache>;
@@ -35,12 +33,8 @@ pub struct CacheConfig {
     pub negative_ttl: Duration,
 }
 
-/// Cache state beyond the pool: the connection in use and the loads in flight.
-///
-/// Why one leased connection: a Redis connection checked out per command carries one command
-/// at a time, so Redis reads one command per socket read. All commands of this actor share one
-/// multiplexed connection taken from the pool instead (bb8 still connects, checks and replaces
-/// it); Redis then reads many commands per read, which is where the throughput is.
+/// Cache state beyond the pool: the shared connection (see [`SharedConnection`] for why one)
+/// and the loads in flight.
 pub struct Cache {
     inner: Rc<CacheInner>,
 }
@@ -49,17 +43,9 @@ struct CacheInner {
     prefix: String,
     config: CacheConfig,
     counters: Counters,
-    lease: RefCell<Lease>,
+    conn: SharedConnection,
     inflight: RefCell<HashMap<String, Inflight>>,
     next_load: Cell<u64>,
-}
-
-type Leased = PooledConnection<'static, Evicting<RedisConnectionManager>>;
-
-#[derive(Default)]
-struct Lease {
-    conn: Option<Leased>,
-    generation: u64,
 }
 
 type LoadResult = Result<Option<Vec<u8>>, StoreError>;
@@ -119,12 +105,13 @@ impl Counters {
 
 impl Cache {
     pub fn new(prefix: String, config: CacheConfig, metrics: &Metrics) -> Self {
+        let config_timeout = config.timeout;
         Self {
             inner: Rc::new(CacheInner {
                 prefix,
                 config,
                 counters: Counters::new(metrics),
-                lease: RefCell::default(),
+                conn: SharedConnection::new(config_timeout),
                 inflight: RefCell::default(),
                 next_load: Cell::new(0),
             }),
@@ -144,7 +131,7 @@ impl Backend for Cache {
 #[derive(Clone)]
 struct Ops {
     inner: Rc<CacheInner>,
-    pool: Pool<Evicting<RedisConnectionManager>>,
+    pool: RedisPool,
     metrics: std::sync::Arc<Metrics>,
 }
 
@@ -161,66 +148,9 @@ impl Ops {
         format!("{}{}", self.inner.prefix, key)
     }
 
-    /// The shared connection, leasing one from the pool when there is none.
-    async fn connection(&self) -> Result<(MultiplexedConnection, u64), StoreError> {
-        if let Some(conn) = &self.inner.lease.borrow().conn {
-            return Ok(((**conn).clone(), self.inner.lease.borrow().generation));
-        }
-        let pooled = match actix_rt::time::timeout(self.inner.config.timeout, self.pool.get_owned())
-            .await
-        {
-            Ok(Ok(pooled)) => pooled,
-            Ok(Err(error)) => return Err(StoreError::Unavailable(describe_run::<Cache>(&error))),
-            Err(_) => return Err(StoreError::Timeout),
-        };
-        let conn = (**pooled).clone();
-        let mut lease = self.inner.lease.borrow_mut();
-        if lease.conn.is_none() {
-            lease.generation += 1;
-            lease.conn = Some(pooled);
-        }
-        Ok((conn, lease.generation))
-    }
-
-    /// Drops the leased connection after a failure on it, flagged so the pool replaces it.
-    fn evict(&self, generation: u64) {
-        let mut lease = self.inner.lease.borrow_mut();
-        if lease.generation == generation {
-            if let Some(mut conn) = lease.conn.take() {
-                conn.mark_broken();
-            }
-        }
-    }
-
-    /// Runs one command on the shared connection within the deadline.
-    async fn run<T: FromRedisValue>(&self, op: Op, cmd: Cmd) -> Result<T, StoreError> {
-        let outcome = async {
-            let (mut conn, generation) = self.connection().await?;
-            match actix_rt::time::timeout(
-                self.inner.config.timeout,
-                cmd.query_async::<T>(&mut conn),
-            )
-            .await
-            {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) => {
-                    if error.is_io_error()
-                        || error.is_connection_dropped()
-                        || error.is_unrecoverable_error()
-                    {
-                        self.evict(generation);
-                        Err(StoreError::Unavailable(error.to_string()))
-                    } else {
-                        Err(StoreError::Internal(error.to_string()))
-                    }
-                }
-                Err(_) => {
-                    self.evict(generation);
-                    Err(StoreError::Timeout)
-                }
-            }
-        }
-        .await;
+    /// Runs one command on the shared connection, keeping the cache's health figures.
+    async fn run<T: FromRedisValue>(&self, op: Op, cmd: &Cmd) -> Result<T, StoreError> {
+        let outcome = self.inner.conn.run(&self.pool, cmd).await;
         let degraded = &self.metrics.cache_degraded;
         match &outcome {
             Ok(_) => degraded.set(0),
@@ -236,7 +166,7 @@ impl Ops {
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let value: Option<Vec<u8>> = self
-            .run(Op::Get, redis::cmd("GET").arg(key).clone())
+            .run(Op::Get, redis::cmd("GET").arg(key))
             .await?;
         let counters = &self.inner.counters;
         if value.is_some() {
@@ -249,13 +179,9 @@ impl Ops {
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let millis = ttl.as_millis().max(1) as u64;
-        let cmd = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(millis)
-            .clone();
-        self.run::<()>(Op::Set, cmd).await?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(millis);
+        self.run::<()>(Op::Set, &cmd).await?;
         self.inner.counters.set_ok.inc();
         Ok(())
     }
@@ -265,7 +191,7 @@ impl Ops {
         if let Some(load) = self.inner.inflight.borrow_mut().remove(key) {
             load.invalidated.set(true);
         }
-        self.run::<()>(Op::Delete, redis::cmd("DEL").arg(key).clone())
+        self.run::<()>(Op::Delete, redis::cmd("DEL").arg(key))
             .await?;
         self.inner.counters.delete_ok.inc();
         Ok(())

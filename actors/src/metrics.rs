@@ -25,6 +25,7 @@ pub struct Metrics {
     pub cache_degraded: IntGauge,
     pub db_query_duration_seconds: HistogramVec,
     pub db_tx_retries_total: IntCounter,
+    pub lock_operations_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -91,6 +92,10 @@ impl Metrics {
                 "db_tx_retries_total",
                 "Transactions run again after a serialization failure or deadlock",
             )?,
+            lock_operations_total: IntCounterVec::new(
+                Opts::new("lock_operations_total", "Lock operations by outcome"),
+                &["op", "result"],
+            )?,
             registry,
         };
         let registry = &metrics.registry;
@@ -105,6 +110,7 @@ impl Metrics {
         registry.register(Box::new(metrics.cache_degraded.clone()))?;
         registry.register(Box::new(metrics.db_query_duration_seconds.clone()))?;
         registry.register(Box::new(metrics.db_tx_retries_total.clone()))?;
+        registry.register(Box::new(metrics.lock_operations_total.clone()))?;
         registry.register(Box::new(ProcessCollector::for_self()))?;
         Ok(metrics)
     }

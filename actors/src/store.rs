@@ -56,6 +56,15 @@ pub trait Backend: Sized + Unpin + 'static {
     /// Called after every successful health check; the database runs its migrations here.
     fn on_up(_actor: &mut StoreActor<Self>, _ctx: &mut Context<StoreActor<Self>>) {}
 
+    /// Work to finish before the actor stops (the lock actor releases its locks); the actor
+    /// handles no other message meanwhile.
+    fn before_stop(
+        _actor: &mut StoreActor<Self>,
+        _ctx: &mut Context<StoreActor<Self>>,
+    ) -> Option<LocalBoxFuture<'static, ()>> {
+        None
+    }
+
     /// A reason the store cannot serve yet even though it answers (migrations pending).
     fn not_ready(&self) -> Option<String> {
         None
@@ -304,9 +313,13 @@ impl<B: Backend> Handler<Ping> for StoreActor<B> {
 impl<B: Backend> Handler<Stop> for StoreActor<B> {
     type Result = ();
 
-    /// Stopping drops the actor and with it the pool, which closes its connections.
+    /// Stopping drops the actor and with it the pool, which closes its connections; the
+    /// backend's last work (releasing locks) runs first.
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        ctx.stop();
+        match B::before_stop(self, ctx) {
+            Some(last) => ctx.wait(last.into_actor(self).map(|(), _, ctx| ctx.stop())),
+            None => ctx.stop(),
+        }
     }
 }
 
