@@ -11,6 +11,8 @@ use bb8_postgres::PostgresConnectionManager;
 use futures::FutureExt;
 use steward_actors::cache::Cache;
 use steward_actors::db::Db;
+use steward_actors::lock::Locks;
+use steward_actors::ratelimit::Limiter;
 use steward_actors::managers::{postgres_manager, redis_manager};
 use steward_actors::store::{store_child, StoreSettings};
 use steward_actors::{
@@ -19,7 +21,7 @@ use steward_actors::{
 };
 use tokio_postgres::NoTls;
 
-use crate::config::{ServerSettings, Settings};
+use crate::config::{parse_net, ServerSettings, Settings};
 use crate::migrations::MIGRATIONS;
 use crate::state::AppState;
 use crate::telemetry::LogControl;
@@ -64,6 +66,26 @@ impl Application {
             cache.clone(),
             &settings.supervisor,
         );
+        let locks = Slot::default();
+        let limiter = Slot::default();
+        let (lock_prefix, lock_timeout) = (settings.redis.key_prefix.clone(), settings.locks.timeout);
+        let locks_child = store_child(
+            "locks",
+            redis_manager(&settings.redis.url)?,
+            store(settings.redis.pool),
+            move || Locks::new(lock_prefix.clone(), lock_timeout),
+            locks.clone(),
+            &settings.supervisor,
+        );
+        let (limit_prefix, limit_timeout) = (settings.redis.key_prefix.clone(), settings.ratelimit.timeout);
+        let limiter_child = store_child(
+            "ratelimit",
+            redis_manager(&settings.redis.url)?,
+            store(settings.redis.pool),
+            move || Limiter::new(limit_prefix.clone(), limit_timeout),
+            limiter.clone(),
+            &settings.supervisor,
+        );
         let db_config = settings.db_config();
         let db_child = store_child(
             "postgres",
@@ -88,6 +110,15 @@ impl Application {
                 supervisor: ctx.address(),
                 cache,
                 db,
+                locks,
+                limiter,
+                policies: settings.ratelimit.policies.iter().cloned().map(Arc::new).collect(),
+                trusted_proxies: settings
+                    .ratelimit
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|p| parse_net(p))
+                    .collect(),
                 log,
                 admin_token: settings.admin_token().map(Arc::from),
                 ping_timeout: settings.health.timeout,
@@ -98,6 +129,8 @@ impl Application {
             };
             supervisor
                 .child(cache_child)
+                .child(locks_child)
+                .child(limiter_child)
                 .child(db_child)
                 .child(http_child(
                     server.clone(),

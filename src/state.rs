@@ -6,6 +6,8 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use steward_actors::cache::CacheActor;
 use steward_actors::db::DbActor;
+use steward_actors::lock::LockActor;
+use steward_actors::ratelimit::{LimiterActor, Policy};
 use steward_actors::{Metrics, Probe, Readiness, Slot, Supervisor};
 
 use crate::config::CacheSettings;
@@ -21,6 +23,12 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     pub cache: Slot<CacheActor>,
     pub db: Slot<DbActor>,
+    pub locks: Slot<LockActor>,
+    pub limiter: Slot<LimiterActor>,
+    /// Rate-limit policies, checked in order for every request.
+    pub policies: Arc<[Arc<Policy>]>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
     pub log: LogControl,
     /// `None` when no admin token is configured: the admin routes are then not mounted.
     pub admin_token: Option<Arc<str>>,
@@ -44,13 +52,16 @@ pub struct Dependency<'a> {
 }
 
 impl AppState {
-    pub fn dependencies(&self) -> [Dependency<'_>; 2] {
+    pub fn dependencies(&self) -> [Dependency<'_>; 4] {
+        let redis = |name, probe| Dependency {
+            name,
+            probe,
+            required: self.require_redis,
+        };
         [
-            Dependency {
-                name: "redis",
-                probe: &self.cache,
-                required: self.require_redis,
-            },
+            redis("redis", &self.cache),
+            redis("locks", &self.locks),
+            redis("ratelimit", &self.limiter),
             Dependency {
                 name: "postgres",
                 probe: &self.db,
@@ -65,6 +76,10 @@ impl AppState {
 
     pub fn cache(&self) -> Result<Addr<CacheActor>, ApiError> {
         current(&self.cache)
+    }
+
+    pub fn locks(&self) -> Result<Addr<LockActor>, ApiError> {
+        current(&self.locks)
     }
 }
 

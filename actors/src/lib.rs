@@ -16,6 +16,7 @@ pub mod managers;
 pub mod metrics;
 pub mod migrations;
 pub mod pool;
+pub mod ratelimit;
 pub mod readiness;
 pub mod redis_conn;
 pub mod shutdown;

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub db_query_duration_seconds: HistogramVec,
     pub db_tx_retries_total: IntCounter,
     pub lock_operations_total: IntCounterVec,
+    pub ratelimit_decisions_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -96,6 +97,10 @@ impl Metrics {
                 Opts::new("lock_operations_total", "Lock operations by outcome"),
                 &["op", "result"],
             )?,
+            ratelimit_decisions_total: IntCounterVec::new(
+                Opts::new("ratelimit_decisions_total", "Rate-limit decisions; error when Redis failed"),
+                &["policy", "decision"],
+            )?,
             registry,
         };
         let registry = &metrics.registry;
@@ -111,6 +116,7 @@ impl Metrics {
         registry.register(Box::new(metrics.db_query_duration_seconds.clone()))?;
         registry.register(Box::new(metrics.db_tx_retries_total.clone()))?;
         registry.register(Box::new(metrics.lock_operations_total.clone()))?;
+        registry.register(Box::new(metrics.ratelimit_decisions_total.clone()))?;
         registry.register(Box::new(ProcessCollector::for_self()))?;
         Ok(metrics)
     }

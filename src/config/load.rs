@@ -311,6 +311,8 @@ fn plain_types(message: &str) -> String {
 }
 
 fn origin_of(origins: &BTreeMap<String, Origin>, key: &str) -> Origin {
+    // An error inside an array ("ratelimit.policies[0].limit") belongs to the array's key.
+    let key = key.split('[').next().unwrap_or(key);
     origins
         .get(key)
         .cloned()

@@ -13,10 +13,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use steward_actors::cache::CacheConfig;
 use steward_actors::db::DbConfig;
+use steward_actors::ratelimit::Policy;
 use steward_actors::store::HealthConfig;
 use steward_actors::{Backoff, PoolConfig, ShutdownPlan, SupervisorConfig};
 
 pub use load::{load, Loaded, Origin, Sources};
+pub use validate::parse_net;
 
 /// The whole configuration of one steward instance. Every key is documented in
 /// `config/default.toml`, which must hold every key (it is also the list of known keys).
@@ -27,6 +29,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub postgres: PostgresSettings,
     pub cache: CacheSettings,
+    pub locks: LocksSettings,
+    pub ratelimit: RateLimitSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
     pub health: HealthSettings,
@@ -87,6 +91,22 @@ pub struct CacheSettings {
     pub max_value_size: usize,
     #[serde(with = "steward_actors::duration")]
     pub account_ttl: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocksSettings {
+    #[serde(with = "steward_actors::duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    #[serde(with = "steward_actors::duration")]
+    pub timeout: Duration,
+    pub trusted_proxies: Vec<String>,
+    pub policies: Vec<Policy>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

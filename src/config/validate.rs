@@ -189,6 +189,40 @@ pub(super) fn validate(
         server.max_body_size,
     )?;
 
+    check.lasting("locks.timeout", settings.locks.timeout, MS, MINUTE)?;
+    let ratelimit = &settings.ratelimit;
+    check.lasting("ratelimit.timeout", ratelimit.timeout, MS, MINUTE)?;
+    for proxy in &ratelimit.trusted_proxies {
+        if parse_net(proxy).is_none() {
+            let expected = "addresses or CIDRs like \"10.0.0.0/8\"".to_owned();
+            return Err(check.fail("ratelimit.trusted_proxies", &format!("{proxy:?}"), expected));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for policy in &ratelimit.policies {
+        let value = format!("{:?}", policy.name);
+        let problem = if policy.name.is_empty()
+            || !policy.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            Some("policy names of letters, digits, '_' and '-'".to_owned())
+        } else if !names.insert(policy.name.as_str()) {
+            Some("policy names that are unique".to_owned())
+        } else if !policy.prefix.starts_with('/') {
+            Some(format!("policy {value}: a prefix starting with '/'"))
+        } else if policy.limit == 0 || policy.burst() == 0 || policy.cost == 0 {
+            Some(format!("policy {value}: limit, burst and cost of at least 1"))
+        } else if policy.cost > policy.burst().max(policy.limit) {
+            Some(format!("policy {value}: a cost no larger than its burst"))
+        } else if policy.period < MS || policy.period > DAY {
+            Some(format!("policy {value}: a period from 1ms to 1 day"))
+        } else {
+            None
+        };
+        if let Some(expected) = problem {
+            return Err(check.fail("ratelimit.policies", &value, expected));
+        }
+    }
+
     if let Err(expected) = validate_filter(&settings.log.level) {
         return Err(check.fail("log.level", &format!("{:?}", settings.log.level), expected));
     }
@@ -274,6 +308,13 @@ pub(super) fn validate(
         return Err(check.fail("shutdown.timeout", &shown(shutdown.timeout), expected));
     }
     Ok(())
+}
+
+/// An address or a CIDR; a bare address covers itself alone.
+pub fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn shown(duration: Duration) -> String {

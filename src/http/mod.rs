@@ -7,9 +7,11 @@ pub mod bench_routes;
 pub mod error;
 mod health;
 mod kv;
+mod locks;
 mod meta;
 mod observe;
 mod pagination;
+mod ratelimit;
 pub mod request_id;
 mod security;
 #[cfg(feature = "test-hooks")]
@@ -59,7 +61,8 @@ pub fn server(
         );
         app.default_service(web::to(error::no_route))
             // Outermost last: the request id exists before anything logs, the envelope is
-            // written before the telemetry sees the final status.
+            // written (for a 429 too) before the telemetry sees the final status.
+            .wrap(from_fn(ratelimit::rate_limit))
             .wrap(from_fn(error::envelope))
             .wrap(from_fn(security::security_headers))
             .wrap(from_fn(observe::observe))
@@ -98,7 +101,14 @@ fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
         .service(
             web::resource("/v1/accounts/{id}/transfers").route(web::get().to(accounts::transfers)),
         )
-        .service(web::resource("/v1/transfers").route(web::post().to(transfers::create)));
+        .service(web::resource("/v1/transfers").route(web::post().to(transfers::create)))
+        .service(
+            web::resource("/v1/locks/{name}")
+                .route(web::post().to(locks::acquire))
+                .route(web::put().to(locks::extend))
+                .route(web::delete().to(locks::release))
+                .route(web::get().to(locks::inspect)),
+        );
     if admin_enabled {
         cfg.service(web::resource("/admin/actors").route(web::get().to(admin::actors)))
             .service(web::resource("/admin/log-level").route(web::put().to(admin::set_log_level)));

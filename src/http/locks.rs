@@ -1,0 +1,141 @@
+//! `/v1/locks/{name}`: distributed locks with fencing tokens, through the lock actor.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use steward_actors::lock::{Acquire, Acquired, Extend, Inspect, Release};
+
+use super::error::ApiError;
+use super::kv::valid_key;
+use crate::state::AppState;
+
+const LOCK_TOKEN: HeaderName = HeaderName::from_static("lock-token");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireBody {
+    ttl_ms: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    token: String,
+    ttl_ms: u64,
+}
+
+fn ttl(ms: u64) -> Result<Duration, ApiError> {
+    if (100..=600_000).contains(&ms) {
+        Ok(Duration::from_millis(ms))
+    } else {
+        Err(ApiError::unprocessable("invalid_ttl", "ttl_ms is from 100 to 600000"))
+    }
+}
+
+fn not_owner() -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "not_lock_owner", "this token does not hold the lock")
+}
+
+/// Unix milliseconds as RFC 3339.
+fn timestamp(unix_ms: i64) -> String {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// `POST /v1/locks/{name} {"ttl_ms", "wait_ms"}`: 201 with the lease, or 409 `lock_held`.
+pub async fn acquire(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Json<AcquireBody>,
+) -> Result<HttpResponse, ApiError> {
+    valid_key(&name)?;
+    let ttl = ttl(body.ttl_ms)?;
+    if body.wait_ms > 30_000 {
+        return Err(ApiError::unprocessable("invalid_wait", "wait_ms is from 0 to 30000"));
+    }
+    let acquire = Acquire {
+        name: name.into_inner(),
+        ttl,
+        wait: Duration::from_millis(body.wait_ms),
+        keep_alive: None,
+    };
+    match state.locks()?.send(acquire).await?? {
+        Acquired::Granted(lease) => Ok(HttpResponse::Created().json(json!({
+            "name": lease.name,
+            "token": lease.token,
+            "fencing_token": lease.fencing_token,
+            "expires_at": timestamp(lease.expires_at_ms),
+        }))),
+        Acquired::Held { retry_after } => {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            Err(ApiError::new(StatusCode::CONFLICT, "lock_held", "another holder has this lock")
+                .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+                .with_details(json!({"retry_after_ms": retry_after.as_millis() as u64})))
+        }
+    }
+}
+
+/// `PUT /v1/locks/{name} {"token", "ttl_ms"}`: 200 with the new expiry, or 409.
+pub async fn extend(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Json<ExtendBody>,
+) -> Result<HttpResponse, ApiError> {
+    valid_key(&name)?;
+    let ExtendBody { token, ttl_ms } = body.into_inner();
+    let extend = Extend {
+        name: name.clone(),
+        token,
+        ttl: ttl(ttl_ms)?,
+    };
+    match state.locks()?.send(extend).await?? {
+        Some(expires_at_ms) => Ok(HttpResponse::Ok().json(json!({
+            "name": name.into_inner(),
+            "expires_at": timestamp(expires_at_ms),
+        }))),
+        None => Err(not_owner()),
+    }
+}
+
+/// `DELETE /v1/locks/{name}` with `Lock-Token`: 204, or 409 when the token does not hold it.
+pub async fn release(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    valid_key(&name)?;
+    let token = req
+        .headers()
+        .get(LOCK_TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing_lock_token", "send the lock's token in Lock-Token"))?;
+    let release = Release {
+        name: name.into_inner(),
+        token: token.to_owned(),
+    };
+    if state.locks()?.send(release).await?? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(not_owner())
+    }
+}
+
+/// `GET /v1/locks/{name}`: whether it is held, its fencing token and time left (never the
+/// token).
+pub async fn inspect(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    valid_key(&name)?;
+    let lock = state.locks()?.send(Inspect { name: name.clone() }).await??;
+    Ok(HttpResponse::Ok().json(json!({
+        "name": name.into_inner(),
+        "held": lock.held,
+        "fencing_token": lock.fencing_token,
+        "expires_in_ms": lock.expires_in_ms,
+    })))
+}

@@ -1,0 +1,155 @@
+//! Rate-limit middleware: asks the rate-limiter actor about every request a policy covers,
+//! answers 429 with `Retry-After` past the limit, and tells clients where they stand with the
+//! IETF `RateLimit-Policy` and `RateLimit` headers.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, ResponseError};
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use steward_actors::ratelimit::{Check, Decision, Policy, Source};
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
+const STATE_HEADER: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Middleware: limits the requests the configured policies cover.
+pub async fn rate_limit<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let method = req.method().as_str();
+    let path = req.path();
+    let covering: Vec<&Arc<Policy>> = state.policies.iter().filter(|p| p.covers(method, path)).collect();
+    if covering.is_empty() {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let identity = identity(&req, &state.trusted_proxies);
+    let mut tightest: Option<(&Arc<Policy>, Decision)> = None;
+    for policy in covering {
+        let decision = decide(&state, policy, &identity).await;
+        if !decision.allowed && policy.dry_run {
+            log::info!(target: "steward::ratelimit", policy = policy.name.as_str(), identity = identity.as_str(); "dry run: would reject");
+        }
+        let binding = !decision.allowed && !policy.dry_run;
+        let tighter = match &tightest {
+            None => true,
+            Some((p, d)) => {
+                let current_binding = !d.allowed && !p.dry_run;
+                (binding && !current_binding) || (binding == current_binding && decision.remaining < d.remaining)
+            }
+        };
+        if tighter {
+            tightest = Some((policy, decision));
+        }
+    }
+    let (policy, decision) = tightest.expect("at least one policy covers the request");
+    if !decision.allowed && !policy.dry_run {
+        let error = if decision.source == Source::Refused {
+            ApiError::unavailable("rate_limiter_unavailable", "the rate limiter cannot decide; retry later", 1)
+        } else {
+            let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down");
+            for (name, value) in headers(policy, &decision) {
+                error = error.with_header(name, value);
+            }
+            error
+        };
+        let response = error.error_response();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    let mut response = next.call(req).await?;
+    insert(response.headers_mut(), headers(policy, &decision));
+    Ok(response.map_into_left_body())
+}
+
+/// The limiter's decision; while the actor is restarting, the request passes (the limiter
+/// protects the service, it must not become the outage).
+async fn decide(state: &AppState, policy: &Arc<Policy>, identity: &str) -> Decision {
+    let pass = Decision {
+        allowed: true,
+        remaining: policy.limit,
+        reset_after: Duration::ZERO,
+        retry_after: Duration::ZERO,
+        source: Source::Unlimited,
+    };
+    let Some(limiter) = state.limiter.get() else {
+        return pass;
+    };
+    let check = Check {
+        policy: Arc::clone(policy),
+        identity: identity.to_owned(),
+        cost: policy.cost,
+    };
+    limiter.send(check).await.unwrap_or(pass)
+}
+
+/// `RateLimit-Policy`, `RateLimit`, and on a rejection `Retry-After` (never earlier than the
+/// `t` it announces).
+fn headers(policy: &Policy, decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    let seconds = |d: Duration| d.as_secs_f64().ceil() as u64;
+    let t = if decision.allowed { seconds(decision.reset_after) } else { seconds(decision.retry_after).max(1) };
+    let name = &policy.name;
+    let mut headers = vec![
+        (
+            POLICY_HEADER,
+            format!("\"{name}\";q={};w={}", policy.limit, seconds(policy.period).max(1)),
+        ),
+        (STATE_HEADER, format!("\"{name}\";r={};t={t}", decision.remaining)),
+    ];
+    if !decision.allowed {
+        headers.push((header::RETRY_AFTER, t.to_string()));
+    }
+    headers
+        .into_iter()
+        .filter_map(|(name, value)| HeaderValue::from_str(&value).ok().map(|v| (name, v)))
+        .collect()
+}
+
+fn insert(map: &mut HeaderMap, headers: Vec<(HeaderName, HeaderValue)>) {
+    for (name, value) in headers {
+        map.insert(name, value);
+    }
+}
+
+/// Who is asking: the API key (hashed, so keys never reach Redis or logs), else the client's
+/// address — taken from `X-Forwarded-For` only when the peer is a trusted proxy.
+fn identity(req: &ServiceRequest, trusted: &[IpNet]) -> String {
+    if let Some(key) = req.headers().get(API_KEY).map(HeaderValue::as_bytes).filter(|k| !k.is_empty()) {
+        let digest = Sha256::digest(key);
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        return format!("key:{hex}");
+    }
+    let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else {
+        return "ip:unknown".to_owned();
+    };
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let client = if is_trusted(&peer) { forwarded_client(req.headers(), &is_trusted).unwrap_or(peer) } else { peer };
+    format!("ip:{client}")
+}
+
+/// The right-most address in `X-Forwarded-For` that is not a trusted proxy: entries to its
+/// left were written by the client and can be forged.
+fn forwarded_client(headers: &HeaderMap, is_trusted: &dyn Fn(&IpAddr) -> bool) -> Option<IpAddr> {
+    let hops: Vec<IpAddr> = headers
+        .get_all(FORWARDED_FOR)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|hop| hop.trim().parse::<IpAddr>())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    hops.into_iter().rev().find(|ip| !is_trusted(ip))
+}
