@@ -9,11 +9,11 @@ use std::time::Duration;
 use actix::{Actor, Addr, AsyncContext};
 use bb8_postgres::PostgresConnectionManager;
 use futures::FutureExt;
-use steward_actors::cache::Cache;
-use steward_actors::db::Db;
-use steward_actors::lock::Locks;
-use steward_actors::ratelimit::Limiter;
+use steward_actors::cache::{Cache, CacheActor};
+use steward_actors::db::{Db, DbActor};
+use steward_actors::lock::{LockActor, Locks};
 use steward_actors::managers::{postgres_manager, redis_manager};
+use steward_actors::ratelimit::{Limiter, LimiterActor};
 use steward_actors::store::{store_child, StoreSettings};
 use steward_actors::{
     ChildSpec, Exit, Metrics, Readiness, Running, Slot, Supervisor, SupervisorConfig, Terminated,
@@ -33,6 +33,8 @@ use crate::{http, signals, telemetry};
 /// [`serve`], which adds signal handling.
 pub struct Application {
     pub addr: SocketAddr,
+    /// The store actors, for code embedding the service (job handlers, tests).
+    pub stores: Stores,
     pub supervisor: Addr<Supervisor>,
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
@@ -68,7 +70,8 @@ impl Application {
         );
         let locks = Slot::default();
         let limiter = Slot::default();
-        let (lock_prefix, lock_timeout) = (settings.redis.key_prefix.clone(), settings.locks.timeout);
+        let (lock_prefix, lock_timeout) =
+            (settings.redis.key_prefix.clone(), settings.locks.timeout);
         let locks_child = store_child(
             "locks",
             redis_manager(&settings.redis.url)?,
@@ -77,7 +80,10 @@ impl Application {
             locks.clone(),
             &settings.supervisor,
         );
-        let (limit_prefix, limit_timeout) = (settings.redis.key_prefix.clone(), settings.ratelimit.timeout);
+        let (limit_prefix, limit_timeout) = (
+            settings.redis.key_prefix.clone(),
+            settings.ratelimit.timeout,
+        );
         let limiter_child = store_child(
             "ratelimit",
             redis_manager(&settings.redis.url)?,
@@ -103,6 +109,12 @@ impl Application {
             readiness.clone(),
             Arc::clone(&metrics),
         );
+        let stores = Stores {
+            cache: cache.clone(),
+            db: db.clone(),
+            locks: locks.clone(),
+            limiter: limiter.clone(),
+        };
         let supervisor = Supervisor::create(|ctx| {
             let state = AppState {
                 readiness: readiness.clone(),
@@ -112,7 +124,13 @@ impl Application {
                 db,
                 locks,
                 limiter,
-                policies: settings.ratelimit.policies.iter().cloned().map(Arc::new).collect(),
+                policies: settings
+                    .ratelimit
+                    .policies
+                    .iter()
+                    .cloned()
+                    .map(Arc::new)
+                    .collect(),
                 trusted_proxies: settings
                     .ratelimit
                     .trusted_proxies
@@ -143,6 +161,7 @@ impl Application {
         log::info!(target: "steward", "listening addr={addr}");
         Ok(Self {
             addr,
+            stores,
             supervisor,
             readiness,
             metrics,
@@ -206,6 +225,15 @@ pub fn migrate(settings: &Settings) -> i32 {
     };
     telemetry::flush();
     code
+}
+
+/// Where the store actors currently are.
+#[derive(Clone)]
+pub struct Stores {
+    pub cache: Slot<CacheActor>,
+    pub db: Slot<DbActor>,
+    pub locks: Slot<LockActor>,
+    pub limiter: Slot<LimiterActor>,
 }
 
 /// The HTTP server as a child of the top tier.

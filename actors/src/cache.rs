@@ -165,9 +165,7 @@ impl Ops {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let value: Option<Vec<u8>> = self
-            .run(Op::Get, redis::cmd("GET").arg(key))
-            .await?;
+        let value: Option<Vec<u8>> = self.run(Op::Get, redis::cmd("GET").arg(key)).await?;
         let counters = &self.inner.counters;
         if value.is_some() {
             counters.get_hit.inc()

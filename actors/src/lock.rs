@@ -121,7 +121,10 @@ impl Backend for Locks {
     }
 
     /// Releases every lock this process holds, so others need not wait for them to expire.
-    fn before_stop(actor: &mut LockActor, ctx: &mut Context<LockActor>) -> Option<LocalBoxFuture<'static, ()>> {
+    fn before_stop(
+        actor: &mut LockActor,
+        ctx: &mut Context<LockActor>,
+    ) -> Option<LocalBoxFuture<'static, ()>> {
         let held: Vec<(String, Held)> = actor.backend.inner.held.borrow_mut().drain().collect();
         if held.is_empty() {
             return None;
@@ -162,7 +165,9 @@ pub struct Lease {
 pub enum Acquired {
     Granted(Lease),
     /// Someone else holds it; it expires in `retry_after` at the latest.
-    Held { retry_after: Duration },
+    Held {
+        retry_after: Duration,
+    },
 }
 
 /// Whether a lock is held, as anyone may see it.
@@ -174,15 +179,25 @@ pub struct LockState {
 }
 
 /// Takes lock `name` for `ttl`, waiting up to `wait` (with jittered retries) while it is held.
-/// With `keep_alive`, the actor renews the lease every `ttl / 3` for at most that long, and
-/// reports (log and `lock_operations_total{op="renew",result="lost"}`) if it was lost.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Acquired, StoreError>")]
 pub struct Acquire {
     pub name: String,
     pub ttl: Duration,
     pub wait: Duration,
-    pub keep_alive: Option<Duration>,
+    pub holder: Holder,
+}
+
+/// Who holds a granted lock, which decides what the actor does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A client outside the process (the HTTP API): the actor forgets the lease once granted;
+    /// it expires or the client releases it.
+    Client,
+    /// This process: the actor releases it at shutdown, and with `keep_alive` renews it every
+    /// `ttl / 3` for at most that long, reporting (log and
+    /// `lock_operations_total{op="renew",result="lost"}`) if it was lost.
+    Process { keep_alive: Option<Duration> },
 }
 
 /// Releases lock `name` if `token` holds it; `Ok(false)` when it does not.
@@ -231,7 +246,12 @@ impl Ops {
         (key, fence)
     }
 
-    fn count<T>(&self, op: &str, outcome: &Result<T, StoreError>, result: impl Fn(&T) -> &'static str) {
+    fn count<T>(
+        &self,
+        op: &str,
+        outcome: &Result<T, StoreError>,
+        result: impl Fn(&T) -> &'static str,
+    ) {
         let label = match outcome {
             Ok(value) => result(value),
             Err(_) => "error",
@@ -239,7 +259,12 @@ impl Ops {
         self.counter.with_label_values(&[op, label]).inc();
     }
 
-    async fn acquire(&self, name: &str, ttl: Duration, wait: Duration) -> Result<Acquired, StoreError> {
+    async fn acquire(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Acquired, StoreError> {
         let (key, fence) = self.keys(name);
         let token = format!("{:032x}", rand::random::<u128>());
         let ttl_ms = ttl.as_millis() as i64;
@@ -249,7 +274,12 @@ impl Ops {
             let reply: Vec<i64> = match self
                 .inner
                 .conn
-                .eval(&self.pool, &self.inner.scripts.acquire, &[&key, &fence], &[&token, &ttl_ms])
+                .eval(
+                    &self.pool,
+                    &self.inner.scripts.acquire,
+                    &[&key, &fence],
+                    &[&token, &ttl_ms],
+                )
                 .await
             {
                 Ok(reply) => reply,
@@ -270,11 +300,20 @@ impl Ops {
                     if now >= deadline {
                         break Ok(Acquired::Held { retry_after: left });
                     }
-                    let pause = self.inner.retry.delay(attempt).min(left).min(deadline - now);
+                    let pause = self
+                        .inner
+                        .retry
+                        .delay(attempt)
+                        .min(left)
+                        .min(deadline - now);
                     actix_rt::time::sleep(pause).await;
                     attempt += 1;
                 }
-                other => break Err(StoreError::Internal(format!("unexpected acquire reply {other:?}"))),
+                other => {
+                    break Err(StoreError::Internal(format!(
+                        "unexpected acquire reply {other:?}"
+                    )))
+                }
             }
         };
         self.count("acquire", &outcome, |a| match a {
@@ -292,20 +331,43 @@ impl Ops {
             .eval::<i64>(&self.pool, &self.inner.scripts.release, &[&key], &[&token])
             .await
             .map(|deleted| deleted == 1);
-        self.count("release", &outcome, |released| if *released { "released" } else { "not_owner" });
+        self.count("release", &outcome, |released| {
+            if *released {
+                "released"
+            } else {
+                "not_owner"
+            }
+        });
         outcome
     }
 
-    async fn extend(&self, op: &str, name: &str, token: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+    async fn extend(
+        &self,
+        op: &str,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
         let (key, _) = self.keys(name);
         let ttl_ms = ttl.as_millis() as i64;
         let outcome = self
             .inner
             .conn
-            .eval::<i64>(&self.pool, &self.inner.scripts.extend, &[&key], &[&token, &ttl_ms])
+            .eval::<i64>(
+                &self.pool,
+                &self.inner.scripts.extend,
+                &[&key],
+                &[&token, &ttl_ms],
+            )
             .await
             .map(|now_ms| (now_ms >= 0).then_some(now_ms + ttl_ms));
-        self.count(op, &outcome, |extended| if extended.is_some() { "extended" } else { "lost" });
+        self.count(op, &outcome, |extended| {
+            if extended.is_some() {
+                "extended"
+            } else {
+                "lost"
+            }
+        });
         outcome
     }
 
@@ -334,7 +396,14 @@ impl Ops {
 impl LockActor {
     /// Renews `name` every `ttl / 3` until `until`; stops and reports when the lease is lost.
     fn keep_alive(&mut self, name: String, until: Instant, ctx: &mut Context<Self>) -> SpawnHandle {
-        let ttl = self.backend.inner.held.borrow().get(&name).map(|h| h.ttl).unwrap_or_default();
+        let ttl = self
+            .backend
+            .inner
+            .held
+            .borrow()
+            .get(&name)
+            .map(|h| h.ttl)
+            .unwrap_or_default();
         ctx.run_interval(ttl / 3, move |act, ctx| {
             let Some(token) = act.backend.inner.held.borrow().get(&name).map(|h| h.token.clone()) else {
                 return;
@@ -372,16 +441,23 @@ impl Handler<Acquire> for LockActor {
 
     fn handle(&mut self, msg: Acquire, _: &mut Self::Context) -> Self::Result {
         let ops = Ops::new(self);
-        let (name, ttl, keep_alive) = (msg.name.clone(), msg.ttl, msg.keep_alive);
+        let (name, ttl, holder) = (msg.name.clone(), msg.ttl, msg.holder);
         let acquire = async move { ops.acquire(&msg.name, msg.ttl, msg.wait).await };
         Box::pin(acquire.into_actor(self).map(move |outcome, act, ctx| {
+            let Holder::Process { keep_alive } = holder else {
+                return outcome;
+            };
             if let Ok(Acquired::Granted(lease)) = &outcome {
                 let held = Held {
                     token: lease.token.clone(),
                     ttl,
                     renewal: None,
                 };
-                act.backend.inner.held.borrow_mut().insert(name.clone(), held);
+                act.backend
+                    .inner
+                    .held
+                    .borrow_mut()
+                    .insert(name.clone(), held);
                 if let Some(cap) = keep_alive {
                     let handle = act.keep_alive(name.clone(), Instant::now() + cap, ctx);
                     if let Some(held) = act.backend.inner.held.borrow_mut().get_mut(&name) {
@@ -403,7 +479,14 @@ impl Handler<Release> for LockActor {
         let release = async move { ops.release(&msg.name, &msg.token).await };
         Box::pin(release.into_actor(self).map(move |outcome, act, ctx| {
             if let Ok(true) = outcome {
-                if let Some(handle) = act.backend.inner.held.borrow_mut().remove(&name).and_then(|h| h.renewal) {
+                if let Some(handle) = act
+                    .backend
+                    .inner
+                    .held
+                    .borrow_mut()
+                    .remove(&name)
+                    .and_then(|h| h.renewal)
+                {
                     ctx.cancel_future(handle);
                 }
             }

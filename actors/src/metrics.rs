@@ -98,7 +98,10 @@ impl Metrics {
                 &["op", "result"],
             )?,
             ratelimit_decisions_total: IntCounterVec::new(
-                Opts::new("ratelimit_decisions_total", "Rate-limit decisions; error when Redis failed"),
+                Opts::new(
+                    "ratelimit_decisions_total",
+                    "Rate-limit decisions; error when Redis failed",
+                ),
                 &["policy", "decision"],
             )?,
             registry,

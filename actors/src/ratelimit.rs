@@ -156,7 +156,8 @@ impl Policy {
     /// Whether this policy covers a request.
     pub fn covers(&self, method: &str, path: &str) -> bool {
         path.starts_with(&self.prefix)
-            && (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && (self.methods.is_empty()
+                || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
     }
 }
 
@@ -192,7 +193,8 @@ pub struct Check {
     pub cost: u32,
 }
 
-type LocalLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type LocalLimiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// Limiter state beyond the pool: the shared connection, the scripts, whether Redis is
 /// currently being bypassed, and the in-process limiters used meanwhile.
@@ -221,7 +223,11 @@ impl Limiter {
             inner: Rc::new(LimiterInner {
                 prefix,
                 conn: SharedConnection::new(timeout),
-                scripts: [LuaScript::new(GCRA), LuaScript::new(FIXED_WINDOW), LuaScript::new(SLIDING_WINDOW)],
+                scripts: [
+                    LuaScript::new(GCRA),
+                    LuaScript::new(FIXED_WINDOW),
+                    LuaScript::new(SLIDING_WINDOW),
+                ],
                 bypass_until: Cell::new(None),
                 local: RefCell::default(),
                 local_checks: Cell::new(0),
@@ -247,9 +253,15 @@ struct Ops {
 impl Ops {
     async fn check(&self, check: Check) -> Decision {
         let policy = &check.policy;
-        let bypassing = self.inner.bypass_until.get().is_some_and(|until| Instant::now() < until);
+        let bypassing = self
+            .inner
+            .bypass_until
+            .get()
+            .is_some_and(|until| Instant::now() < until);
         let outcome = if bypassing {
-            Err(StoreError::Unavailable("rate limiter is bypassing Redis".into()))
+            Err(StoreError::Unavailable(
+                "rate limiter is bypassing Redis".into(),
+            ))
         } else {
             self.ask_redis(policy, &check.identity, check.cost).await
         };
@@ -265,35 +277,61 @@ impl Ops {
                     log::warn!(target: "steward::ratelimit", "Redis failed ({error}); rate limits fall back to each policy's on_store_error");
                 }
                 if !bypassing {
-                    self.inner.bypass_until.set(Some(Instant::now() + RETRY_REDIS_AFTER));
+                    self.inner
+                        .bypass_until
+                        .set(Some(Instant::now() + RETRY_REDIS_AFTER));
                 }
-                self.decisions.with_label_values(&[&policy.name, "error"]).inc();
+                self.decisions
+                    .with_label_values(&[&policy.name, "error"])
+                    .inc();
                 self.fallback(policy, &check.identity, check.cost)
             }
         };
         let label = if decision.allowed { "allow" } else { "deny" };
-        self.decisions.with_label_values(&[&policy.name, label]).inc();
+        self.decisions
+            .with_label_values(&[&policy.name, label])
+            .inc();
         decision
     }
 
-    async fn ask_redis(&self, policy: &Policy, identity: &str, cost: u32) -> Result<Decision, StoreError> {
+    async fn ask_redis(
+        &self,
+        policy: &Policy,
+        identity: &str,
+        cost: u32,
+    ) -> Result<Decision, StoreError> {
         let key = format!("{}rl:{}:{identity}", self.inner.prefix, policy.name);
         let period_ms = policy.period.as_millis().max(1) as i64;
         let reply: Vec<i64> = match policy.algorithm {
             Algorithm::Gcra => {
-                let emission_us = (policy.period.as_micros() as i64 / i64::from(policy.limit.max(1))).max(1);
+                let emission_us =
+                    (policy.period.as_micros() as i64 / i64::from(policy.limit.max(1))).max(1);
                 let tolerance_us = emission_us * i64::from(policy.burst());
-                let args: [&dyn crate::redis_conn::ToRedisArgsDyn; 3] = [&emission_us, &tolerance_us, &cost];
-                self.inner.conn.eval(&self.pool, &self.inner.scripts[0], &[&key], &args).await?
+                let args: [&dyn crate::redis_conn::ToRedisArgsDyn; 3] =
+                    [&emission_us, &tolerance_us, &cost];
+                self.inner
+                    .conn
+                    .eval(&self.pool, &self.inner.scripts[0], &[&key], &args)
+                    .await?
             }
             Algorithm::FixedWindow | Algorithm::SlidingWindow => {
-                let script = &self.inner.scripts[if policy.algorithm == Algorithm::FixedWindow { 1 } else { 2 }];
-                let args: [&dyn crate::redis_conn::ToRedisArgsDyn; 3] = [&policy.limit, &period_ms, &cost];
-                self.inner.conn.eval(&self.pool, script, &[&key], &args).await?
+                let script = &self.inner.scripts[if policy.algorithm == Algorithm::FixedWindow {
+                    1
+                } else {
+                    2
+                }];
+                let args: [&dyn crate::redis_conn::ToRedisArgsDyn; 3] =
+                    [&policy.limit, &period_ms, &cost];
+                self.inner
+                    .conn
+                    .eval(&self.pool, script, &[&key], &args)
+                    .await?
             }
         };
         let [allowed, remaining, reset_ms, retry_ms] = reply[..] else {
-            return Err(StoreError::Internal(format!("unexpected limiter reply {reply:?}")));
+            return Err(StoreError::Internal(format!(
+                "unexpected limiter reply {reply:?}"
+            )));
         };
         let millis = |ms: i64| Duration::from_millis(ms.max(0) as u64);
         Ok(Decision {
@@ -310,7 +348,11 @@ impl Ops {
             allowed,
             remaining: if allowed { policy.limit } else { 0 },
             reset_after: Duration::ZERO,
-            retry_after: if allowed { Duration::ZERO } else { RETRY_REDIS_AFTER },
+            retry_after: if allowed {
+                Duration::ZERO
+            } else {
+                RETRY_REDIS_AFTER
+            },
             source,
         };
         match policy.on_store_error {
@@ -322,12 +364,23 @@ impl Ops {
 
     /// The same policy in this process, with governor's GCRA.
     fn local(&self, policy: &Policy, identity: &str, cost: u32) -> Decision {
-        let limiter = Rc::clone(self.inner.local.borrow_mut().entry(policy.name.clone()).or_insert_with(|| {
-            let per_cell = (policy.period / policy.limit.max(1)).max(Duration::from_nanos(1));
-            let burst = NonZeroU32::new(policy.burst()).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(per_cell).expect("a non-zero period").allow_burst(burst);
-            Rc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
-        }));
+        let limiter = Rc::clone(
+            self.inner
+                .local
+                .borrow_mut()
+                .entry(policy.name.clone())
+                .or_insert_with(|| {
+                    let per_cell =
+                        (policy.period / policy.limit.max(1)).max(Duration::from_nanos(1));
+                    let burst = NonZeroU32::new(policy.burst()).unwrap_or(NonZeroU32::MIN);
+                    let quota = Quota::with_period(per_cell)
+                        .expect("a non-zero period")
+                        .allow_burst(burst);
+                    Rc::new(
+                        RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                    )
+                }),
+        );
         // Keyed state grows with every identity seen; now and then forget the ones that are
         // whole again (it walks every key, so not on every decision).
         let checks = self.inner.local_checks.get().wrapping_add(1);

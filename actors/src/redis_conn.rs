@@ -44,7 +44,10 @@ impl SharedConnection {
         }
     }
 
-    async fn connection(&self, pool: &RedisPool) -> Result<(MultiplexedConnection, u64), StoreError> {
+    async fn connection(
+        &self,
+        pool: &RedisPool,
+    ) -> Result<(MultiplexedConnection, u64), StoreError> {
         if let Some(conn) = &self.lease.borrow().conn {
             return Ok(((**conn).clone(), self.lease.borrow().generation));
         }
@@ -72,15 +75,23 @@ impl SharedConnection {
     }
 
     /// Runs `cmd` within the deadline.
-    pub async fn run<T: FromRedisValue>(&self, pool: &RedisPool, cmd: &Cmd) -> Result<T, StoreError> {
+    pub async fn run<T: FromRedisValue>(
+        &self,
+        pool: &RedisPool,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
         let (mut conn, generation) = self.connection(pool).await?;
         match actix_rt::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
-                if error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error() {
+                if error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_unrecoverable_error()
+                {
                     self.evict(generation);
                     Err(StoreError::Unavailable(error.to_string()))
-                } else if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                } else if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                {
                     Err(StoreError::NotFound)
                 } else {
                     Err(StoreError::Internal(error.to_string()))

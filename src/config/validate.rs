@@ -202,7 +202,10 @@ pub(super) fn validate(
     for policy in &ratelimit.policies {
         let value = format!("{:?}", policy.name);
         let problem = if policy.name.is_empty()
-            || !policy.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || !policy
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             Some("policy names of letters, digits, '_' and '-'".to_owned())
         } else if !names.insert(policy.name.as_str()) {
@@ -210,7 +213,9 @@ pub(super) fn validate(
         } else if !policy.prefix.starts_with('/') {
             Some(format!("policy {value}: a prefix starting with '/'"))
         } else if policy.limit == 0 || policy.burst() == 0 || policy.cost == 0 {
-            Some(format!("policy {value}: limit, burst and cost of at least 1"))
+            Some(format!(
+                "policy {value}: limit, burst and cost of at least 1"
+            ))
         } else if policy.cost > policy.burst().max(policy.limit) {
             Some(format!("policy {value}: a cost no larger than its burst"))
         } else if policy.period < MS || policy.period > DAY {
@@ -312,9 +317,11 @@ pub(super) fn validate(
 
 /// An address or a CIDR; a bare address covers itself alone.
 pub fn parse_net(text: &str) -> Option<ipnet::IpNet> {
-    text.parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 fn shown(duration: Duration) -> String {

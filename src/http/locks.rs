@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use steward_actors::lock::{Acquire, Acquired, Extend, Inspect, Release};
+use steward_actors::lock::{Acquire, Acquired, Extend, Holder, Inspect, Release};
 
 use super::error::ApiError;
 use super::kv::valid_key;
@@ -34,12 +34,19 @@ fn ttl(ms: u64) -> Result<Duration, ApiError> {
     if (100..=600_000).contains(&ms) {
         Ok(Duration::from_millis(ms))
     } else {
-        Err(ApiError::unprocessable("invalid_ttl", "ttl_ms is from 100 to 600000"))
+        Err(ApiError::unprocessable(
+            "invalid_ttl",
+            "ttl_ms is from 100 to 600000",
+        ))
     }
 }
 
 fn not_owner() -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "not_lock_owner", "this token does not hold the lock")
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_lock_owner",
+        "this token does not hold the lock",
+    )
 }
 
 /// Unix milliseconds as RFC 3339.
@@ -57,13 +64,16 @@ pub async fn acquire(
     valid_key(&name)?;
     let ttl = ttl(body.ttl_ms)?;
     if body.wait_ms > 30_000 {
-        return Err(ApiError::unprocessable("invalid_wait", "wait_ms is from 0 to 30000"));
+        return Err(ApiError::unprocessable(
+            "invalid_wait",
+            "wait_ms is from 0 to 30000",
+        ));
     }
     let acquire = Acquire {
         name: name.into_inner(),
         ttl,
         wait: Duration::from_millis(body.wait_ms),
-        keep_alive: None,
+        holder: Holder::Client,
     };
     match state.locks()?.send(acquire).await?? {
         Acquired::Granted(lease) => Ok(HttpResponse::Created().json(json!({
@@ -74,9 +84,13 @@ pub async fn acquire(
         }))),
         Acquired::Held { retry_after } => {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            Err(ApiError::new(StatusCode::CONFLICT, "lock_held", "another holder has this lock")
-                .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
-                .with_details(json!({"retry_after_ms": retry_after.as_millis() as u64})))
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "lock_held",
+                "another holder has this lock",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+            .with_details(json!({"retry_after_ms": retry_after.as_millis() as u64})))
         }
     }
 }
@@ -115,7 +129,9 @@ pub async fn release(
         .get(LOCK_TOKEN)
         .and_then(|v| v.to_str().ok())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::bad_request("missing_lock_token", "send the lock's token in Lock-Token"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("missing_lock_token", "send the lock's token in Lock-Token")
+        })?;
     let release = Release {
         name: name.into_inner(),
         token: token.to_owned(),
@@ -129,9 +145,15 @@ pub async fn release(
 
 /// `GET /v1/locks/{name}`: whether it is held, its fencing token and time left (never the
 /// token).
-pub async fn inspect(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn inspect(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     valid_key(&name)?;
-    let lock = state.locks()?.send(Inspect { name: name.clone() }).await??;
+    let lock = state
+        .locks()?
+        .send(Inspect { name: name.clone() })
+        .await??;
     Ok(HttpResponse::Ok().json(json!({
         "name": name.into_inner(),
         "held": lock.held,

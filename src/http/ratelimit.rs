@@ -34,7 +34,11 @@ pub async fn rate_limit<B: MessageBody + 'static>(
     };
     let method = req.method().as_str();
     let path = req.path();
-    let covering: Vec<&Arc<Policy>> = state.policies.iter().filter(|p| p.covers(method, path)).collect();
+    let covering: Vec<&Arc<Policy>> = state
+        .policies
+        .iter()
+        .filter(|p| p.covers(method, path))
+        .collect();
     if covering.is_empty() {
         return Ok(next.call(req).await?.map_into_left_body());
     }
@@ -50,7 +54,8 @@ pub async fn rate_limit<B: MessageBody + 'static>(
             None => true,
             Some((p, d)) => {
                 let current_binding = !d.allowed && !p.dry_run;
-                (binding && !current_binding) || (binding == current_binding && decision.remaining < d.remaining)
+                (binding && !current_binding)
+                    || (binding == current_binding && decision.remaining < d.remaining)
             }
         };
         if tighter {
@@ -60,9 +65,17 @@ pub async fn rate_limit<B: MessageBody + 'static>(
     let (policy, decision) = tightest.expect("at least one policy covers the request");
     if !decision.allowed && !policy.dry_run {
         let error = if decision.source == Source::Refused {
-            ApiError::unavailable("rate_limiter_unavailable", "the rate limiter cannot decide; retry later", 1)
+            ApiError::unavailable(
+                "rate_limiter_unavailable",
+                "the rate limiter cannot decide; retry later",
+                1,
+            )
         } else {
-            let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down");
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; slow down",
+            );
             for (name, value) in headers(policy, &decision) {
                 error = error.with_header(name, value);
             }
@@ -101,14 +114,25 @@ async fn decide(state: &AppState, policy: &Arc<Policy>, identity: &str) -> Decis
 /// `t` it announces).
 fn headers(policy: &Policy, decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
     let seconds = |d: Duration| d.as_secs_f64().ceil() as u64;
-    let t = if decision.allowed { seconds(decision.reset_after) } else { seconds(decision.retry_after).max(1) };
+    let t = if decision.allowed {
+        seconds(decision.reset_after)
+    } else {
+        seconds(decision.retry_after).max(1)
+    };
     let name = &policy.name;
     let mut headers = vec![
         (
             POLICY_HEADER,
-            format!("\"{name}\";q={};w={}", policy.limit, seconds(policy.period).max(1)),
+            format!(
+                "\"{name}\";q={};w={}",
+                policy.limit,
+                seconds(policy.period).max(1)
+            ),
         ),
-        (STATE_HEADER, format!("\"{name}\";r={};t={t}", decision.remaining)),
+        (
+            STATE_HEADER,
+            format!("\"{name}\";r={};t={t}", decision.remaining),
+        ),
     ];
     if !decision.allowed {
         headers.push((header::RETRY_AFTER, t.to_string()));
@@ -128,7 +152,12 @@ fn insert(map: &mut HeaderMap, headers: Vec<(HeaderName, HeaderValue)>) {
 /// Who is asking: the API key (hashed, so keys never reach Redis or logs), else the client's
 /// address — taken from `X-Forwarded-For` only when the peer is a trusted proxy.
 fn identity(req: &ServiceRequest, trusted: &[IpNet]) -> String {
-    if let Some(key) = req.headers().get(API_KEY).map(HeaderValue::as_bytes).filter(|k| !k.is_empty()) {
+    if let Some(key) = req
+        .headers()
+        .get(API_KEY)
+        .map(HeaderValue::as_bytes)
+        .filter(|k| !k.is_empty())
+    {
         let digest = Sha256::digest(key);
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         return format!("key:{hex}");
@@ -137,7 +166,11 @@ fn identity(req: &ServiceRequest, trusted: &[IpNet]) -> String {
         return "ip:unknown".to_owned();
     };
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let client = if is_trusted(&peer) { forwarded_client(req.headers(), &is_trusted).unwrap_or(peer) } else { peer };
+    let client = if is_trusted(&peer) {
+        forwarded_client(req.headers(), &is_trusted).unwrap_or(peer)
+    } else {
+        peer
+    };
     format!("ip:{client}")
 }
 
