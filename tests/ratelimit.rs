@@ -224,3 +224,31 @@ async fn while_redis_is_cut_each_mode_does_what_it_says_and_recovers() {
     )
     .await;
 }
+
+/// Far from the limit, units are reserved in batches; the total still never exceeds what GCRA
+/// allows (the burst, plus what drips back in during the run: one unit per 50 ms here).
+#[actix_rt::test]
+async fn batched_reservations_never_admit_more_than_the_limit() {
+    use futures::stream::{self, StreamExt};
+    let app = limited(1200, "60s", "", &[]).await;
+    let started = std::time::Instant::now();
+    let statuses: Vec<u16> = stream::iter(0..1300)
+        .map(|_| async { version(&app, &[]).await.status().as_u16() })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let dripped = (started.elapsed().as_millis() / 50) as usize + 1;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        admitted <= 1200 + dripped,
+        "{admitted} admitted, {dripped} dripped in"
+    );
+    assert!(
+        admitted + 2 * 16 >= 1200,
+        "at most a batch or two lapsed: {admitted}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1300 - admitted
+    );
+}

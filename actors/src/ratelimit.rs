@@ -211,7 +211,28 @@ struct LimiterInner {
     bypass_until: Cell<Option<Instant>>,
     local: RefCell<HashMap<String, Rc<LocalLimiter>>>,
     local_checks: Cell<u64>,
+    /// Per policy and identity: units charged in Redis ahead of use, and the last margin.
+    reservations: RefCell<HashMap<String, Reservation>>,
+    asks: Cell<u64>,
 }
+
+struct Reservation {
+    units: u32,
+    /// The quota left after the last answer, less what was spent here since.
+    remaining: u32,
+    reset_after: Duration,
+    expires: Instant,
+    /// A batch is being asked for.
+    batching: bool,
+}
+
+/// Batches are reserved only while more than this many units remain, and are at most the
+/// remaining quota divided by it.
+const RESERVE_ABOVE: u32 = 1000;
+/// The most requests' worth of units one batch reserves.
+const MAX_BATCH: u32 = 256;
+/// How long reserved units may be spent.
+const RESERVATION_TTL: Duration = Duration::from_millis(50);
 
 /// How long the limiter keeps off Redis after a failure before trying it again.
 const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
@@ -231,6 +252,8 @@ impl Limiter {
                 bypass_until: Cell::new(None),
                 local: RefCell::default(),
                 local_checks: Cell::new(0),
+                reservations: RefCell::default(),
+                asks: Cell::new(0),
             }),
         }
     }
@@ -258,12 +281,16 @@ impl Ops {
             .bypass_until
             .get()
             .is_some_and(|until| Instant::now() < until);
+        let key = format!("{}:{}", policy.name, check.identity);
         let outcome = if bypassing {
             Err(StoreError::Unavailable(
                 "rate limiter is bypassing Redis".into(),
             ))
+        } else if let Some(decision) = self.take_reserved(&key, check.cost) {
+            Ok(decision)
         } else {
-            self.ask_redis(policy, &check.identity, check.cost).await
+            self.ask_with_reservation(policy, &key, &check.identity, check.cost)
+                .await
         };
         let decision = match outcome {
             Ok(decision) => {
@@ -292,6 +319,98 @@ impl Ops {
             .with_label_values(&[&policy.name, label])
             .inc();
         decision
+    }
+
+    /// Spends units reserved earlier for `key`, if enough are left and still fresh.
+    fn take_reserved(&self, key: &str, cost: u32) -> Option<Decision> {
+        let mut reservations = self.inner.reservations.borrow_mut();
+        let reservation = reservations.get_mut(key)?;
+        if reservation.units < cost || reservation.expires < Instant::now() {
+            return None;
+        }
+        reservation.units -= cost;
+        reservation.remaining = reservation.remaining.saturating_sub(cost);
+        Some(Decision {
+            allowed: true,
+            remaining: reservation.remaining,
+            reset_after: reservation.reset_after,
+            retry_after: Duration::ZERO,
+            source: Source::Redis,
+        })
+    }
+
+    /// Asks Redis for `cost`, and — when the last answer for this key left a wide margin —
+    /// for a small batch more, kept here for the next requests.
+    ///
+    /// Why: every limited request otherwise costs a second Redis round trip and script run,
+    /// which halved the throughput of a limited route at 64 connections. Reserved units are
+    /// charged in Redis up front, so the cluster-wide total can never exceed the limit; a batch
+    /// is only taken while the remaining quota is far above it (`RESERVE_ABOVE`), so near the
+    /// limit every request is decided by Redis, one by one, exactly. A batch is at most a
+    /// thousandth of the remaining quota (and `MAX_BATCH` requests); unused units lapse after
+    /// `RESERVATION_TTL`, so what a client can lose is bounded by that thousandth.
+    async fn ask_with_reservation(
+        &self,
+        policy: &Policy,
+        key: &str,
+        identity: &str,
+        cost: u32,
+    ) -> Result<Decision, StoreError> {
+        // One batch at a time per key: concurrent batches would each reserve, and all but the
+        // one kept would lapse unused.
+        let extra = match self.inner.reservations.borrow_mut().get_mut(key) {
+            Some(r) if r.remaining > RESERVE_ABOVE && !r.batching => {
+                r.batching = true;
+                (r.remaining / RESERVE_ABOVE).min(MAX_BATCH) * cost
+            }
+            _ => 0,
+        };
+        let asked = async {
+            let decision = self.ask_redis(policy, identity, cost + extra).await?;
+            if extra > 0 && !decision.allowed {
+                return Ok((self.ask_redis(policy, identity, cost).await?, 0));
+            }
+            let reserved = if decision.allowed { extra } else { 0 };
+            Ok::<_, StoreError>((decision, reserved))
+        }
+        .await;
+        self.housekeeping();
+        let mut reservations = self.inner.reservations.borrow_mut();
+        let entry = reservations.entry(key.to_owned()).or_insert(Reservation {
+            units: 0,
+            remaining: 0,
+            reset_after: Duration::ZERO,
+            expires: Instant::now(),
+            batching: false,
+        });
+        if extra > 0 {
+            entry.batching = false;
+        }
+        let (mut decision, reserved) = asked?;
+        let now = Instant::now();
+        if entry.expires < now {
+            entry.units = 0;
+        }
+        entry.units += reserved;
+        // Units reserved here are prepaid, not spent: the client has them still.
+        decision.remaining = decision.remaining.saturating_add(entry.units);
+        entry.remaining = decision.remaining;
+        entry.reset_after = decision.reset_after;
+        entry.expires = now + RESERVATION_TTL;
+        Ok(decision)
+    }
+
+    /// Now and then drops reservations nobody used lately.
+    fn housekeeping(&self) {
+        let asks = self.inner.asks.get().wrapping_add(1);
+        self.inner.asks.set(asks);
+        if asks % 1024 == 0 {
+            let stale = Instant::now() - Duration::from_secs(1);
+            self.inner
+                .reservations
+                .borrow_mut()
+                .retain(|_, r| r.expires > stale);
+        }
     }
 
     async fn ask_redis(
