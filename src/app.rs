@@ -13,7 +13,7 @@ use steward_actors::cache::{Cache, CacheActor};
 use steward_actors::db::{Db, DbActor};
 use steward_actors::lock::{LockActor, Locks};
 use steward_actors::managers::{postgres_manager, redis_manager};
-use steward_actors::ratelimit::{Limiter, LimiterActor};
+use steward_actors::ratelimit::{Limiter, LimiterActor, Reservations};
 use steward_actors::store::{store_child, StoreSettings};
 use steward_actors::{
     ChildSpec, Exit, Metrics, Readiness, Running, Slot, Supervisor, SupervisorConfig, Terminated,
@@ -84,11 +84,19 @@ impl Application {
             settings.redis.key_prefix.clone(),
             settings.ratelimit.timeout,
         );
+        let reservations = Reservations::default();
+        let actor_reservations = reservations.clone();
         let limiter_child = store_child(
             "ratelimit",
             redis_manager(&settings.redis.url)?,
             store(settings.redis.pool),
-            move || Limiter::new(limit_prefix.clone(), limit_timeout),
+            move || {
+                Limiter::new(
+                    limit_prefix.clone(),
+                    limit_timeout,
+                    actor_reservations.clone(),
+                )
+            },
             limiter.clone(),
             &settings.supervisor,
         );
@@ -124,6 +132,7 @@ impl Application {
                 db,
                 locks,
                 limiter,
+                reservations,
                 policies: settings
                     .ratelimit
                     .policies

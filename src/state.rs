@@ -7,7 +7,7 @@ use actix::{Actor, Addr};
 use steward_actors::cache::CacheActor;
 use steward_actors::db::DbActor;
 use steward_actors::lock::LockActor;
-use steward_actors::ratelimit::{LimiterActor, Policy};
+use steward_actors::ratelimit::{LimiterActor, Policy, Reservations};
 use steward_actors::{Metrics, Probe, Readiness, Slot, Supervisor};
 
 use crate::config::CacheSettings;
@@ -27,6 +27,8 @@ pub struct AppState {
     pub limiter: Slot<LimiterActor>,
     /// Rate-limit policies, checked in order for every request.
     pub policies: Arc<[Arc<Policy>]>,
+    /// Rate-limit units reserved by the limiter actor, spent here without a message.
+    pub reservations: Reservations,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     pub log: LogControl,

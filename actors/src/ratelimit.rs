@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -211,9 +211,43 @@ struct LimiterInner {
     bypass_until: Cell<Option<Instant>>,
     local: RefCell<HashMap<String, Rc<LocalLimiter>>>,
     local_checks: Cell<u64>,
-    /// Per policy and identity: units charged in Redis ahead of use, and the last margin.
-    reservations: RefCell<HashMap<String, Reservation>>,
+    reservations: Reservations,
     asks: Cell<u64>,
+}
+
+/// Units charged in Redis ahead of use, per policy and identity, and the last known margin.
+///
+/// Shared between the actor (which reserves) and the request path (which spends without a
+/// message to the actor, so most decisions far from the limit cost no thread hop at all).
+#[derive(Clone, Default)]
+pub struct Reservations(Arc<Mutex<HashMap<String, Reservation>>>);
+
+impl Reservations {
+    pub fn key(policy: &Policy, identity: &str) -> String {
+        format!("{}:{identity}", policy.name)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Reservation>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spends `cost` reserved units for `key`, if enough are left and still fresh.
+    pub fn take(&self, key: &str, cost: u32) -> Option<Decision> {
+        let mut reservations = self.lock();
+        let reservation = reservations.get_mut(key)?;
+        if reservation.units < cost || reservation.expires < Instant::now() {
+            return None;
+        }
+        reservation.units -= cost;
+        reservation.remaining = reservation.remaining.saturating_sub(cost);
+        Some(Decision {
+            allowed: true,
+            remaining: reservation.remaining,
+            reset_after: reservation.reset_after,
+            retry_after: Duration::ZERO,
+            source: Source::Redis,
+        })
+    }
 }
 
 struct Reservation {
@@ -239,7 +273,9 @@ const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
 
 impl Limiter {
     /// `timeout` bounds each Redis call: a decision must not hold a request up for long.
-    pub fn new(prefix: String, timeout: Duration) -> Self {
+    /// `reservations` outlives the actor (it is shared with the request path and survives
+    /// restarts).
+    pub fn new(prefix: String, timeout: Duration, reservations: Reservations) -> Self {
         Self {
             inner: Rc::new(LimiterInner {
                 prefix,
@@ -252,7 +288,7 @@ impl Limiter {
                 bypass_until: Cell::new(None),
                 local: RefCell::default(),
                 local_checks: Cell::new(0),
-                reservations: RefCell::default(),
+                reservations,
                 asks: Cell::new(0),
             }),
         }
@@ -281,12 +317,12 @@ impl Ops {
             .bypass_until
             .get()
             .is_some_and(|until| Instant::now() < until);
-        let key = format!("{}:{}", policy.name, check.identity);
+        let key = Reservations::key(policy, &check.identity);
         let outcome = if bypassing {
             Err(StoreError::Unavailable(
                 "rate limiter is bypassing Redis".into(),
             ))
-        } else if let Some(decision) = self.take_reserved(&key, check.cost) {
+        } else if let Some(decision) = self.inner.reservations.take(&key, check.cost) {
             Ok(decision)
         } else {
             self.ask_with_reservation(policy, &key, &check.identity, check.cost)
@@ -321,24 +357,6 @@ impl Ops {
         decision
     }
 
-    /// Spends units reserved earlier for `key`, if enough are left and still fresh.
-    fn take_reserved(&self, key: &str, cost: u32) -> Option<Decision> {
-        let mut reservations = self.inner.reservations.borrow_mut();
-        let reservation = reservations.get_mut(key)?;
-        if reservation.units < cost || reservation.expires < Instant::now() {
-            return None;
-        }
-        reservation.units -= cost;
-        reservation.remaining = reservation.remaining.saturating_sub(cost);
-        Some(Decision {
-            allowed: true,
-            remaining: reservation.remaining,
-            reset_after: reservation.reset_after,
-            retry_after: Duration::ZERO,
-            source: Source::Redis,
-        })
-    }
-
     /// Asks Redis for `cost`, and — when the last answer for this key left a wide margin —
     /// for a small batch more, kept here for the next requests.
     ///
@@ -358,7 +376,7 @@ impl Ops {
     ) -> Result<Decision, StoreError> {
         // One batch at a time per key: concurrent batches would each reserve, and all but the
         // one kept would lapse unused.
-        let extra = match self.inner.reservations.borrow_mut().get_mut(key) {
+        let extra = match self.inner.reservations.lock().get_mut(key) {
             Some(r) if r.remaining > RESERVE_ABOVE && !r.batching => {
                 r.batching = true;
                 (r.remaining / RESERVE_ABOVE).min(MAX_BATCH) * cost
@@ -375,7 +393,7 @@ impl Ops {
         }
         .await;
         self.housekeeping();
-        let mut reservations = self.inner.reservations.borrow_mut();
+        let mut reservations = self.inner.reservations.lock();
         let entry = reservations.entry(key.to_owned()).or_insert(Reservation {
             units: 0,
             remaining: 0,
@@ -408,7 +426,7 @@ impl Ops {
             let stale = Instant::now() - Duration::from_secs(1);
             self.inner
                 .reservations
-                .borrow_mut()
+                .lock()
                 .retain(|_, r| r.expires > stale);
         }
     }

@@ -14,7 +14,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use steward_actors::ratelimit::{Check, Decision, Policy, Source};
+use steward_actors::ratelimit::{Check, Decision, Policy, Reservations, Source};
 
 use super::error::ApiError;
 use crate::state::AppState;
@@ -99,6 +99,17 @@ async fn decide(state: &AppState, policy: &Arc<Policy>, identity: &str) -> Decis
         retry_after: Duration::ZERO,
         source: Source::Unlimited,
     };
+    let reserved = state
+        .reservations
+        .take(&Reservations::key(policy, identity), policy.cost);
+    if let Some(decision) = reserved {
+        state
+            .metrics
+            .ratelimit_decisions_total
+            .with_label_values(&[&policy.name, "allow"])
+            .inc();
+        return decision;
+    }
     let Some(limiter) = state.limiter.get() else {
         return pass;
     };
