@@ -9,12 +9,14 @@ use std::time::Duration;
 use actix::{Actor, Addr, AsyncContext};
 use bb8_postgres::PostgresConnectionManager;
 use futures::FutureExt;
-use steward_actors::cache::{Cache, CacheActor};
-use steward_actors::db::{Db, DbActor};
-use steward_actors::lock::{LockActor, Locks};
+use steward_actors::cache::Cache;
+use steward_actors::db::Db;
+use steward_actors::jobs::{job_worker_child, WorkerSettings};
+use steward_actors::lock::Locks;
 use steward_actors::managers::{postgres_manager, redis_manager};
-use steward_actors::ratelimit::{Limiter, LimiterActor, Reservations};
+use steward_actors::ratelimit::{Limiter, Reservations};
 use steward_actors::store::{store_child, StoreSettings};
+use steward_actors::stores::Stores;
 use steward_actors::{
     ChildSpec, Exit, Metrics, Readiness, Running, Slot, Supervisor, SupervisorConfig, Terminated,
     Tier,
@@ -123,6 +125,23 @@ impl Application {
             locks: locks.clone(),
             limiter: limiter.clone(),
         };
+        let jobs = Slot::default();
+        let registry = crate::jobs::registry(settings.workers.statement_ttl);
+        let kinds: Arc<[&'static str]> = registry.kinds().into();
+        let worker_child = job_worker_child(
+            WorkerSettings {
+                config: settings.worker_config(),
+                prefix: settings.redis.key_prefix.clone(),
+                manager: redis_manager(&settings.redis.url)?,
+                pool: settings.redis.pool,
+                registry,
+                stores: stores.clone(),
+                metrics: Arc::clone(&metrics),
+                consumer: consumer_name(),
+            },
+            jobs.clone(),
+            &settings.supervisor,
+        );
         let supervisor = Supervisor::create(|ctx| {
             let state = AppState {
                 readiness: readiness.clone(),
@@ -133,6 +152,9 @@ impl Application {
                 locks,
                 limiter,
                 reservations,
+                jobs,
+                job_kinds: kinds,
+                default_max_attempts: settings.workers.max_attempts,
                 policies: settings
                     .ratelimit
                     .policies
@@ -159,6 +181,7 @@ impl Application {
                 .child(locks_child)
                 .child(limiter_child)
                 .child(db_child)
+                .child(worker_child)
                 .child(http_child(
                     server.clone(),
                     settings.shutdown.http_timeout,
@@ -236,13 +259,21 @@ pub fn migrate(settings: &Settings) -> i32 {
     code
 }
 
-/// Where the store actors currently are.
-#[derive(Clone)]
-pub struct Stores {
-    pub cache: Slot<CacheActor>,
-    pub db: Slot<DbActor>,
-    pub locks: Slot<LockActor>,
-    pub limiter: Slot<LimiterActor>,
+/// This process's consumer name in the job queue: unique across processes (host, pid and a
+/// random part, since containers all run as pid 1), stable while the process lives.
+fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}-{:08x}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 /// The HTTP server as a child of the top tier.

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 mod healthcheck;
 pub mod http;
+pub mod jobs;
 pub mod ledger;
 pub mod migrations;
 mod signals;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use steward_actors::cache::CacheActor;
 use steward_actors::db::DbActor;
+use steward_actors::jobs::JobWorker;
 use steward_actors::lock::LockActor;
 use steward_actors::ratelimit::{LimiterActor, Policy, Reservations};
 use steward_actors::{Metrics, Probe, Readiness, Slot, Supervisor};
@@ -29,6 +30,12 @@ pub struct AppState {
     pub policies: Arc<[Arc<Policy>]>,
     /// Rate-limit units reserved by the limiter actor, spent here without a message.
     pub reservations: Reservations,
+    /// The job queue's worker.
+    pub jobs: Slot<JobWorker>,
+    /// The job kinds a handler is registered for.
+    pub job_kinds: Arc<[&'static str]>,
+    /// Attempts of a job that asks for none.
+    pub default_max_attempts: u32,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     pub log: LogControl,
@@ -82,6 +89,10 @@ impl AppState {
 
     pub fn locks(&self) -> Result<Addr<LockActor>, ApiError> {
         current(&self.locks)
+    }
+
+    pub fn jobs(&self) -> Result<Addr<JobWorker>, ApiError> {
+        current(&self.jobs)
     }
 }
 

@@ -194,7 +194,17 @@ async fn admin_routes_need_the_token() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["redis", "locks", "ratelimit", "postgres", "http"]);
+    assert_eq!(
+        names,
+        [
+            "redis",
+            "locks",
+            "ratelimit",
+            "postgres",
+            "jobs:default",
+            "http"
+        ]
+    );
     let http = app.child("http").await;
     assert_eq!(http["tier"], "http");
     assert_eq!(http["state"], "running");

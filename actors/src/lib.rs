@@ -11,6 +11,7 @@ pub mod child;
 pub mod db;
 pub mod duration;
 pub mod error;
+pub mod jobs;
 pub mod lock;
 pub mod managers;
 pub mod metrics;
@@ -23,6 +24,7 @@ pub mod shutdown;
 pub mod slot;
 pub mod spec;
 pub mod store;
+pub mod stores;
 pub mod supervisor;
 
 pub use backoff::Backoff;

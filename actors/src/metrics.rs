@@ -27,6 +27,11 @@ pub struct Metrics {
     pub db_tx_retries_total: IntCounter,
     pub lock_operations_total: IntCounterVec,
     pub ratelimit_decisions_total: IntCounterVec,
+    pub jobs_total: IntCounterVec,
+    pub job_duration_seconds: HistogramVec,
+    pub jobs_in_flight: IntGaugeVec,
+    pub queue_depth: IntGaugeVec,
+    pub queue_pending: IntGaugeVec,
 }
 
 impl Metrics {
@@ -104,6 +109,35 @@ impl Metrics {
                 ),
                 &["policy", "decision"],
             )?,
+            jobs_total: IntCounterVec::new(
+                Opts::new(
+                    "jobs_total",
+                    "Job runs by outcome (succeeded, retried, dead)",
+                ),
+                &["queue", "kind", "outcome"],
+            )?,
+            job_duration_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "job_duration_seconds",
+                    "Time of one job run, recording included",
+                ),
+                &["kind"],
+            )?,
+            jobs_in_flight: IntGaugeVec::new(
+                Opts::new("jobs_in_flight", "Jobs running now"),
+                &["queue"],
+            )?,
+            queue_depth: IntGaugeVec::new(
+                Opts::new(
+                    "queue_depth",
+                    "Jobs in the stream, ready or delivered and unacknowledged",
+                ),
+                &["queue"],
+            )?,
+            queue_pending: IntGaugeVec::new(
+                Opts::new("queue_pending", "Jobs delivered and not yet acknowledged"),
+                &["queue"],
+            )?,
             registry,
         };
         let registry = &metrics.registry;
@@ -120,6 +154,11 @@ impl Metrics {
         registry.register(Box::new(metrics.db_tx_retries_total.clone()))?;
         registry.register(Box::new(metrics.lock_operations_total.clone()))?;
         registry.register(Box::new(metrics.ratelimit_decisions_total.clone()))?;
+        registry.register(Box::new(metrics.jobs_total.clone()))?;
+        registry.register(Box::new(metrics.job_duration_seconds.clone()))?;
+        registry.register(Box::new(metrics.jobs_in_flight.clone()))?;
+        registry.register(Box::new(metrics.queue_depth.clone()))?;
+        registry.register(Box::new(metrics.queue_pending.clone()))?;
         registry.register(Box::new(ProcessCollector::for_self()))?;
         Ok(metrics)
     }

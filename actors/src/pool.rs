@@ -4,6 +4,8 @@ use std::ops::{Deref, DerefMut};
 
 use bb8::ManageConnection;
 
+use crate::store::PoolConfig;
+
 /// Wraps a bb8 manager so that a connection seen failing can be flagged, and bb8 then drops
 /// it instead of putting it back into the pool.
 ///
@@ -60,4 +62,22 @@ impl<M: ManageConnection> ManageConnection for Evicting<M> {
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
         conn.broken || self.0.has_broken(&mut conn.conn)
     }
+}
+
+/// A pool built without connecting (the service must start while a store is down), with the
+/// settings every store shares.
+pub fn build_pool<M: ManageConnection>(manager: M, config: &PoolConfig) -> bb8::Pool<Evicting<M>> {
+    bb8::Pool::builder()
+        .max_size(config.max_size)
+        .min_idle(Some(config.min_idle))
+        .connection_timeout(config.connection_timeout)
+        .max_lifetime(Some(config.max_lifetime))
+        .idle_timeout(Some(config.idle_timeout))
+        // bb8's default PINGs on every checkout: a second round trip per command. Broken
+        // connections are found by health checks and by the commands themselves (`Evicting`).
+        .test_on_check_out(false)
+        // The owners retry with their own backoff and report the outage; bb8 retrying inside
+        // `connection_timeout` would only hide it.
+        .retry_connection(false)
+        .build_unchecked(Evicting(manager))
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::backoff::Backoff;
 use crate::child::{start_actor, Stop};
 use crate::metrics::Metrics;
-use crate::pool::Evicting;
+use crate::pool::{build_pool, Evicting};
 use crate::slot::Slot;
 use crate::spec::{ChildSpec, SupervisorConfig, Tier};
 
@@ -138,19 +138,7 @@ impl<B: Backend> StoreActor<B> {
         metrics: Arc<Metrics>,
         backend: B,
     ) -> Self {
-        let built = Pool::builder()
-            .max_size(pool.max_size)
-            .min_idle(Some(pool.min_idle))
-            .connection_timeout(pool.connection_timeout)
-            .max_lifetime(Some(pool.max_lifetime))
-            .idle_timeout(Some(pool.idle_timeout))
-            // bb8's default PINGs on every checkout: a second round trip per command.
-            // Broken connections are found by the health checks and by the commands themselves.
-            .test_on_check_out(false)
-            // The actor retries with its own backoff and reports the outage; bb8 retrying inside
-            // `connection_timeout` would only hide it.
-            .retry_connection(false)
-            .build_unchecked(Evicting(manager.clone()));
+        let built = build_pool(manager.clone(), &pool);
         let core = StoreCore {
             name,
             pool: built,

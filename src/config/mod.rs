@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use steward_actors::cache::CacheConfig;
 use steward_actors::db::DbConfig;
+use steward_actors::jobs::WorkerConfig;
 use steward_actors::ratelimit::Policy;
 use steward_actors::store::HealthConfig;
 use steward_actors::{Backoff, PoolConfig, ShutdownPlan, SupervisorConfig};
@@ -31,6 +32,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub locks: LocksSettings,
     pub ratelimit: RateLimitSettings,
+    pub workers: WorkersSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
     pub health: HealthSettings,
@@ -107,6 +109,29 @@ pub struct RateLimitSettings {
     pub timeout: Duration,
     pub trusted_proxies: Vec<String>,
     pub policies: Vec<Policy>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersSettings {
+    pub queue: String,
+    pub concurrency: usize,
+    #[serde(with = "steward_actors::duration")]
+    pub claim_idle: Duration,
+    #[serde(with = "steward_actors::duration")]
+    pub poll_interval: Duration,
+    #[serde(with = "steward_actors::duration")]
+    pub job_timeout: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "steward_actors::duration")]
+    pub status_ttl: Duration,
+    #[serde(with = "steward_actors::duration")]
+    pub idempotency_ttl: Duration,
+    #[serde(with = "steward_actors::duration")]
+    pub statement_ttl: Duration,
+    #[serde(with = "steward_actors::duration")]
+    pub timeout: Duration,
+    pub retry_backoff: Backoff,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -193,6 +218,21 @@ impl Settings {
             timeout: self.cache.timeout,
             ttl_jitter: self.cache.ttl_jitter,
             negative_ttl: self.cache.negative_ttl,
+        }
+    }
+
+    pub fn worker_config(&self) -> WorkerConfig {
+        let w = &self.workers;
+        WorkerConfig {
+            queue: w.queue.clone(),
+            concurrency: w.concurrency,
+            claim_idle: w.claim_idle,
+            poll_interval: w.poll_interval,
+            job_timeout: w.job_timeout,
+            status_ttl: w.status_ttl,
+            idempotency_ttl: w.idempotency_ttl,
+            retry_backoff: w.retry_backoff,
+            redis_timeout: w.timeout,
         }
     }
 

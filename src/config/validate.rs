@@ -228,6 +228,48 @@ pub(super) fn validate(
         }
     }
 
+    let workers = &settings.workers;
+    if workers.queue.is_empty()
+        || !workers
+            .queue
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        let expected = "a name of letters, digits, '_' and '-'".to_owned();
+        return Err(check.fail("workers.queue", &format!("{:?}", workers.queue), expected));
+    }
+    check.within("workers.concurrency", workers.concurrency, 1, 10_000)?;
+    check.within("workers.max_attempts", workers.max_attempts as usize, 1, 25)?;
+    check.lasting("workers.claim_idle", workers.claim_idle, 100 * MS, DAY)?;
+    check.lasting("workers.poll_interval", workers.poll_interval, MS, MINUTE)?;
+    check.lasting("workers.job_timeout", workers.job_timeout, MS, DAY)?;
+    check.lasting("workers.status_ttl", workers.status_ttl, SECOND, 30 * DAY)?;
+    check.lasting(
+        "workers.idempotency_ttl",
+        workers.idempotency_ttl,
+        SECOND,
+        30 * DAY,
+    )?;
+    check.lasting(
+        "workers.statement_ttl",
+        workers.statement_ttl,
+        SECOND,
+        30 * DAY,
+    )?;
+    check.lasting("workers.timeout", workers.timeout, MS, MINUTE)?;
+    check.lasting(
+        "workers.retry_backoff.min",
+        workers.retry_backoff.min,
+        MS,
+        DAY,
+    )?;
+    check.lasting(
+        "workers.retry_backoff.max",
+        workers.retry_backoff.max,
+        workers.retry_backoff.min,
+        DAY,
+    )?;
+
     if let Err(expected) = validate_filter(&settings.log.level) {
         return Err(check.fail("log.level", &format!("{:?}", settings.log.level), expected));
     }

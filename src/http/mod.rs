@@ -6,6 +6,7 @@ mod admin;
 pub mod bench_routes;
 pub mod error;
 mod health;
+mod jobs;
 mod kv;
 mod locks;
 mod meta;
@@ -102,6 +103,11 @@ fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
             web::resource("/v1/accounts/{id}/transfers").route(web::get().to(accounts::transfers)),
         )
         .service(web::resource("/v1/transfers").route(web::post().to(transfers::create)))
+        // Before /v1/jobs/{id}: routes match in the order they are registered.
+        .service(web::resource("/v1/jobs/dead").route(web::get().to(jobs::dead)))
+        .service(web::resource("/v1/jobs/dead/{id}/retry").route(web::post().to(jobs::retry)))
+        .service(web::resource("/v1/jobs").route(web::post().to(jobs::create)))
+        .service(web::resource("/v1/jobs/{id}").route(web::get().to(jobs::get)))
         .service(
             web::resource("/v1/locks/{name}")
                 .route(web::post().to(locks::acquire))

@@ -1,0 +1,92 @@
+//! Background jobs on Redis Streams: at-least-once delivery through a consumer group, retries
+//! with backoff through a delayed set, dead letters, reclaiming what crashed consumers left,
+//! and a drain that never acknowledges unfinished work.
+
+mod queue;
+mod worker;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use serde::Serialize;
+
+use crate::backoff::Backoff;
+use crate::stores::Stores;
+
+pub use queue::{DeadJob, JobStatus};
+pub use worker::{
+    job_worker_child, Enqueue, Enqueued, GetJob, JobWorker, ListDead, RetryDead, WorkerSettings,
+};
+
+/// What a handler is given: the job and the stores.
+pub struct JobContext {
+    pub id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// 1 on the first run.
+    pub attempt: u32,
+    pub stores: Stores,
+}
+
+/// Why a job failed, which decides whether it runs again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum JobError {
+    /// Worth another attempt (a store was down, a lock was held).
+    Retryable(String),
+    /// Will fail the same way again (bad payload): straight to the dead letters.
+    Permanent(String),
+}
+
+/// Runs one kind of job. Handlers must be idempotent by job id: a job can run more than once
+/// (a worker can die after the work and before the acknowledgement).
+pub trait JobHandler {
+    fn kind(&self) -> &'static str;
+    fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>>;
+}
+
+/// The handlers a service registers, by kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<&'static str, Rc<dyn JobHandler>>,
+}
+
+impl Registry {
+    pub fn with(mut self, handler: impl JobHandler + 'static) -> Self {
+        self.handlers.insert(handler.kind(), Rc::new(handler));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Rc<dyn JobHandler>> {
+        self.handlers.get(kind).cloned()
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut kinds: Vec<_> = self.handlers.keys().copied().collect();
+        kinds.sort_unstable();
+        kinds
+    }
+}
+
+/// `[workers]` settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The queue's name, in keys and metric labels.
+    pub queue: String,
+    /// Jobs run at once; fetching stops while every slot is busy.
+    pub concurrency: usize,
+    /// A job left pending this long by another consumer is taken over.
+    pub claim_idle: Duration,
+    /// Pause between fetches while the queue is empty.
+    pub poll_interval: Duration,
+    /// Deadline of one run of a handler.
+    pub job_timeout: Duration,
+    /// How long a job's status document is kept.
+    pub status_ttl: Duration,
+    /// How long an idempotency key maps to its job.
+    pub idempotency_ttl: Duration,
+    pub retry_backoff: Backoff,
+    /// Deadline of one Redis command.
+    pub redis_timeout: Duration,
+}

@@ -1,0 +1,361 @@
+//! The worker actor of one queue: fetches while it has free slots, runs handlers, records
+//! outcomes, promotes delayed jobs, reclaims abandoned ones, and drains at shutdown without
+//! acknowledging anything unfinished.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bb8_redis::RedisConnectionManager;
+
+use super::queue::{Delivery, NewJob, Outcome, Queue};
+use super::{DeadJob, JobContext, JobError, JobStatus, Registry, WorkerConfig};
+use crate::child::{start_actor, Stop};
+use crate::error::StoreError;
+use crate::metrics::Metrics;
+use crate::pool::build_pool;
+use crate::slot::Slot;
+use crate::spec::{ChildSpec, SupervisorConfig, Tier};
+use crate::store::PoolConfig;
+use crate::stores::Stores;
+
+/// How often delayed jobs are promoted and abandoned ones looked for.
+const MAINTENANCE: Duration = Duration::from_millis(250);
+
+/// Runs the jobs of one queue.
+pub struct JobWorker {
+    queue: Rc<Queue>,
+    config: WorkerConfig,
+    registry: Registry,
+    stores: Stores,
+    /// Unique per process and stable while it lives: deliveries pending under a consumer that
+    /// no longer runs are reclaimed by the others.
+    consumer: String,
+    metrics: Arc<Metrics>,
+    in_flight: usize,
+    fetching: bool,
+    stopping: bool,
+}
+
+/// Queues a job. `idempotency_key`: the same key returns the same job.
+#[derive(Message)]
+#[rtype(result = "Result<Enqueued, StoreError>")]
+pub struct Enqueue {
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub max_attempts: u32,
+    pub delay: Duration,
+    pub idempotency_key: Option<String>,
+}
+
+/// The job an enqueue created or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: String,
+    /// False when the idempotency key named an existing job.
+    pub created: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Option<JobStatus>, StoreError>")]
+pub struct GetJob {
+    pub id: String,
+}
+
+/// Dead letters after the cursor `after`, oldest first.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<DeadJob>, StoreError>")]
+pub struct ListDead {
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// Queues a dead job again; `Ok(false)` when it is not dead.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct RetryDead {
+    pub id: String,
+}
+
+impl JobWorker {
+    fn free(&self) -> usize {
+        self.config.concurrency.saturating_sub(self.in_flight)
+    }
+
+    /// Fetches as many jobs as there are free slots; with none free it waits for a job to
+    /// finish (backpressure: nothing is fetched that cannot run now).
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.fetching || self.free() == 0 {
+            return;
+        }
+        self.fetching = true;
+        let (queue, consumer, free) = (Rc::clone(&self.queue), self.consumer.clone(), self.free());
+        let fetch = async move { queue.fetch(&consumer, free).await };
+        ctx.spawn(fetch.into_actor(self).map(|fetched, act, ctx| {
+            act.fetching = false;
+            match fetched {
+                Ok(deliveries) if !deliveries.is_empty() => {
+                    for delivery in deliveries {
+                        act.run(delivery, ctx);
+                    }
+                    act.pump(ctx);
+                }
+                Ok(_) => {
+                    ctx.run_later(act.config.poll_interval, |act, ctx| act.pump(ctx));
+                }
+                Err(error) => {
+                    log::warn!(target: "steward::jobs", "fetching jobs failed: {error}");
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.pump(ctx));
+                }
+            }
+        }));
+    }
+
+    fn run(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
+        self.in_flight += 1;
+        self.metrics
+            .jobs_in_flight
+            .with_label_values(&[&self.config.queue])
+            .inc();
+        let (queue, registry, stores, config) = (
+            Rc::clone(&self.queue),
+            self.registry.clone(),
+            self.stores.clone(),
+            self.config.clone(),
+        );
+        let metrics = Arc::clone(&self.metrics);
+        let work = async move {
+            let started = Instant::now();
+            let job = match queue.start(&delivery.job).await {
+                Ok(Some(job)) => job,
+                // The document expired: nothing to run, drop the delivery.
+                Ok(None) => {
+                    return queue
+                        .finish(&delivery, Outcome::Dead("job document expired".into()))
+                        .await
+                }
+                // Left pending: reclaimed later.
+                Err(error) => return Err(error),
+            };
+            let outcome = match registry.get(&job.kind) {
+                None => Outcome::Dead(format!("no handler for kind {}", job.kind)),
+                Some(handler) => {
+                    let context = JobContext {
+                        id: delivery.job.clone(),
+                        kind: job.kind.clone(),
+                        payload: job.payload,
+                        attempt: job.attempt,
+                        stores,
+                    };
+                    let ran =
+                        actix_rt::time::timeout(config.job_timeout, handler.run(context)).await;
+                    match ran.unwrap_or_else(|_| Err(JobError::Retryable("timed out".into()))) {
+                        Ok(result) => Outcome::Succeeded(result),
+                        Err(JobError::Retryable(error)) if job.attempt < job.max_attempts => {
+                            Outcome::Retrying {
+                                error,
+                                after: config.retry_backoff.delay(job.attempt.saturating_sub(1)),
+                            }
+                        }
+                        Err(JobError::Retryable(error) | JobError::Permanent(error)) => {
+                            Outcome::Dead(error)
+                        }
+                    }
+                }
+            };
+            let label = match &outcome {
+                Outcome::Succeeded(_) => "succeeded",
+                Outcome::Retrying { .. } => "retried",
+                Outcome::Dead(_) => "dead",
+            };
+            queue.finish(&delivery, outcome).await?;
+            metrics
+                .jobs_total
+                .with_label_values(&[&config.queue, &job.kind, label])
+                .inc();
+            metrics
+                .job_duration_seconds
+                .with_label_values(&[&job.kind])
+                .observe(started.elapsed().as_secs_f64());
+            Ok(())
+        };
+        ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
+            if let Err(error) = outcome {
+                log::warn!(target: "steward::jobs", "a job was left pending for another try: {error}");
+            }
+            act.in_flight -= 1;
+            act.metrics.jobs_in_flight.with_label_values(&[&act.config.queue]).dec();
+            if act.stopping && act.in_flight == 0 {
+                ctx.stop();
+            } else {
+                act.pump(ctx);
+            }
+        }));
+    }
+
+    /// Promotes due delayed jobs, takes over abandoned deliveries, updates the gauges.
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let (queue, consumer, free, idle) = (
+            Rc::clone(&self.queue),
+            self.consumer.clone(),
+            self.free(),
+            self.config.claim_idle,
+        );
+        let work = async move {
+            queue.promote(1000).await?;
+            let claimed = if free > 0 {
+                queue.claim(&consumer, idle, free).await?
+            } else {
+                Vec::new()
+            };
+            let depth = queue.depth().await?;
+            Ok::<_, StoreError>((claimed, depth))
+        };
+        ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| match outcome {
+            Ok((claimed, (depth, pending))) => {
+                let queue = act.config.queue.clone();
+                act.metrics.queue_depth.with_label_values(&[&queue]).set(depth as i64);
+                act.metrics.queue_pending.with_label_values(&[&queue]).set(pending as i64);
+                for delivery in claimed {
+                    log::info!(target: "steward::jobs", "reclaimed job {} left by another worker", delivery.job);
+                    act.run(delivery, ctx);
+                }
+            }
+            Err(error) => log::debug!(target: "steward::jobs", "queue maintenance failed: {error}"),
+        }));
+    }
+}
+
+impl Actor for JobWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        let queue = Rc::clone(&self.queue);
+        let setup = async move { queue.ensure_group().await };
+        ctx.wait(setup.into_actor(self).map(|outcome, act, ctx| {
+            if let Err(error) = outcome {
+                // Fetching fails until Redis answers; the loops retry on their own.
+                log::warn!(target: "steward::jobs", "cannot create the consumer group yet: {error}");
+                let queue = Rc::clone(&act.queue);
+                ctx.spawn(async move { queue.ensure_group().await }.into_actor(act).map(|_, _, _| ()));
+            }
+            act.pump(ctx);
+            ctx.run_interval(MAINTENANCE, |act, ctx| act.maintain(ctx));
+        }));
+    }
+}
+
+impl Handler<Stop> for JobWorker {
+    type Result = ();
+
+    /// Stops fetching; the actor ends when the running jobs have finished. Whatever is still
+    /// running when the shutdown phase's deadline passes is never acknowledged, so another
+    /// worker reclaims it.
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        self.stopping = true;
+        log::info!(target: "steward::jobs", "draining: {} jobs running", self.in_flight);
+        if self.in_flight == 0 {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Enqueue> for JobWorker {
+    type Result = ResponseFuture<Result<Enqueued, StoreError>>;
+
+    fn handle(&mut self, msg: Enqueue, _: &mut Self::Context) -> Self::Result {
+        if self.registry.get(&msg.kind).is_none() {
+            let kind = msg.kind;
+            return Box::pin(async move {
+                Err(StoreError::Invalid(format!("unknown job kind {kind}")))
+            });
+        }
+        let queue = Rc::clone(&self.queue);
+        Box::pin(async move {
+            let id = format!("{:032x}", rand::random::<u128>());
+            let payload = msg.payload.to_string();
+            let job = NewJob {
+                id: &id,
+                kind: &msg.kind,
+                payload: &payload,
+                max_attempts: msg.max_attempts,
+                delay: msg.delay,
+                idempotency_key: msg.idempotency_key.as_deref(),
+            };
+            let (created, id) = queue.enqueue(&job).await?;
+            Ok(Enqueued { id, created })
+        })
+    }
+}
+
+impl Handler<GetJob> for JobWorker {
+    type Result = ResponseFuture<Result<Option<JobStatus>, StoreError>>;
+
+    fn handle(&mut self, msg: GetJob, _: &mut Self::Context) -> Self::Result {
+        let queue = Rc::clone(&self.queue);
+        Box::pin(async move { queue.status(&msg.id).await })
+    }
+}
+
+impl Handler<ListDead> for JobWorker {
+    type Result = ResponseFuture<Result<Vec<DeadJob>, StoreError>>;
+
+    fn handle(&mut self, msg: ListDead, _: &mut Self::Context) -> Self::Result {
+        let queue = Rc::clone(&self.queue);
+        Box::pin(async move { queue.dead(msg.after.as_deref(), msg.limit).await })
+    }
+}
+
+impl Handler<RetryDead> for JobWorker {
+    type Result = ResponseFuture<Result<bool, StoreError>>;
+
+    fn handle(&mut self, msg: RetryDead, _: &mut Self::Context) -> Self::Result {
+        let queue = Rc::clone(&self.queue);
+        Box::pin(async move { queue.retry_dead(&msg.id).await })
+    }
+}
+
+/// Everything a worker child needs.
+pub struct WorkerSettings {
+    pub config: WorkerConfig,
+    pub prefix: String,
+    pub manager: RedisConnectionManager,
+    pub pool: PoolConfig,
+    pub registry: Registry,
+    pub stores: Stores,
+    pub metrics: Arc<Metrics>,
+    /// This process's consumer name.
+    pub consumer: String,
+}
+
+/// Declares the worker of one queue as a child of the workers tier.
+pub fn job_worker_child(
+    settings: WorkerSettings,
+    slot: Slot<JobWorker>,
+    supervisor: &SupervisorConfig,
+) -> ChildSpec {
+    let name = format!("jobs:{}", settings.config.queue);
+    ChildSpec::new(name, Tier::Workers, supervisor, move || {
+        let pool = build_pool(settings.manager.clone(), &settings.pool);
+        let queue = Queue::new(&settings.prefix, &settings.config, pool);
+        let worker = JobWorker {
+            queue: Rc::new(queue),
+            config: settings.config.clone(),
+            registry: settings.registry.clone(),
+            stores: settings.stores.clone(),
+            consumer: settings.consumer.clone(),
+            metrics: Arc::clone(&settings.metrics),
+            in_flight: 0,
+            fetching: false,
+            stopping: false,
+        };
+        let (addr, running) = start_actor(worker);
+        slot.set(addr);
+        Ok(running)
+    })
+}

@@ -1,0 +1,234 @@
+//! The reference service's job kinds, registered with the worker tier.
+
+use std::time::Duration;
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use serde::Deserialize;
+use serde_json::json;
+use steward_actors::cache::Set;
+use steward_actors::db::{Param, Query};
+use steward_actors::jobs::{JobContext, JobError, JobHandler, Registry};
+use steward_actors::lock::{Acquire, Acquired, Holder, Release};
+use steward_actors::{Slot, StoreError};
+
+/// The handlers this service runs.
+pub fn registry(statement_ttl: Duration) -> Registry {
+    let registry = Registry::default()
+        .with(Reconcile)
+        .with(Statement { ttl: statement_ttl });
+    #[cfg(feature = "test-hooks")]
+    let registry = test_kinds::register(registry);
+    registry
+}
+
+/// A store failure is worth another attempt.
+fn retryable(error: StoreError) -> JobError {
+    JobError::Retryable(error.to_string())
+}
+
+fn current<A: actix::Actor>(slot: &Slot<A>) -> Result<actix::Addr<A>, JobError> {
+    slot.get()
+        .ok_or_else(|| JobError::Retryable("a store is starting".into()))
+}
+
+/// `ledger.reconcile`: under the cluster-wide lock `ledger.reconcile`, checks that the sum of
+/// balances equals the sum of initial balances, and records the outcome as the job's result.
+struct Reconcile;
+
+impl JobHandler for Reconcile {
+    fn kind(&self) -> &'static str {
+        "ledger.reconcile"
+    }
+
+    fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
+        async move {
+            let locks = current(&job.stores.locks)?;
+            let acquire = Acquire {
+                name: "ledger.reconcile".into(),
+                ttl: Duration::from_secs(30),
+                wait: Duration::ZERO,
+                holder: Holder::Process {
+                    keep_alive: Some(Duration::from_secs(300)),
+                },
+            };
+            let lease = match locks.send(acquire).await.map_err(|e| retryable(e.into()))?.map_err(retryable)? {
+                Acquired::Granted(lease) => lease,
+                Acquired::Held { .. } => return Err(JobError::Retryable("another reconcile is running".into())),
+            };
+            let sums = Query {
+                name: "ledger_sums",
+                sql: "SELECT coalesce(sum(balance), 0)::bigint, coalesce(sum(initial_balance), 0)::bigint, count(*) FROM accounts",
+                params: Vec::new(),
+            };
+            let outcome = match current(&job.stores.db) {
+                Ok(db) => db.send(sums).await.map_err(|e| retryable(e.into())).and_then(|r| r.map_err(retryable)),
+                Err(error) => Err(error),
+            };
+            let release = Release {
+                name: lease.name.clone(),
+                token: lease.token.clone(),
+            };
+            let _ = locks.send(release).await;
+            let rows = outcome?;
+            let row = rows.first().ok_or_else(|| JobError::Retryable("no sums".into()))?;
+            let (balances, initial, accounts): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let holds = balances == initial;
+            if !holds {
+                log::error!(target: "steward::jobs", "ledger invariant broken: balances {balances} != initial {initial}");
+            }
+            Ok(json!({
+                "holds": holds,
+                "sum_balances": balances,
+                "sum_initial_balances": initial,
+                "accounts": accounts,
+                "fencing_token": lease.fencing_token,
+            }))
+        }
+        .boxed_local()
+    }
+}
+
+/// `ledger.statement`: an account's transfers in a period, totalled, kept in the cache.
+struct Statement {
+    ttl: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementRequest {
+    account_id: i64,
+    /// RFC 3339; the period is [from, to).
+    from: String,
+    to: String,
+}
+
+impl JobHandler for Statement {
+    fn kind(&self) -> &'static str {
+        "ledger.statement"
+    }
+
+    fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
+        let ttl = self.ttl;
+        async move {
+            let request: StatementRequest = serde_json::from_value(job.payload)
+                .map_err(|e| JobError::Permanent(format!("bad payload: {e}")))?;
+            for bound in [&request.from, &request.to] {
+                humantime::parse_rfc3339_weak(bound)
+                    .map_err(|e| JobError::Permanent(format!("bad timestamp {bound:?}: {e}")))?;
+            }
+            let params: Vec<Param> = vec![
+                Box::new(request.account_id),
+                Box::new(request.from.clone()),
+                Box::new(request.to.clone()),
+            ];
+            let totals = Query {
+                name: "account_statement",
+                sql: "SELECT count(*),
+                        coalesce(sum(amount) FILTER (WHERE to_account = $1), 0)::bigint,
+                        coalesce(sum(amount) FILTER (WHERE from_account = $1), 0)::bigint
+                      FROM transfers
+                      WHERE (from_account = $1 OR to_account = $1)
+                        AND created_at >= $2::text::timestamptz AND created_at < $3::text::timestamptz",
+                params,
+            };
+            let db = current(&job.stores.db)?;
+            let rows = db.send(totals).await.map_err(|e| retryable(e.into()))?.map_err(retryable)?;
+            let row = rows.first().ok_or_else(|| JobError::Retryable("no totals".into()))?;
+            let (count, credits, debits): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let statement = json!({
+                "account_id": request.account_id,
+                "from": request.from,
+                "to": request.to,
+                "transfers": count,
+                "credits": credits,
+                "debits": debits,
+                "net": credits - debits,
+            });
+            let key = format!("statement:{}:{}:{}", request.account_id, request.from, request.to);
+            let cache = current(&job.stores.cache)?;
+            let set = Set {
+                key,
+                value: statement.to_string().into_bytes(),
+                ttl,
+            };
+            cache.send(set).await.map_err(|e| retryable(e.into()))?.map_err(retryable)?;
+            Ok(statement)
+        }
+        .boxed_local()
+    }
+}
+
+/// Job kinds for the test suite: they record their side effect in Redis by job id, so tests
+/// can check that every job ran to completion exactly once.
+#[cfg(feature = "test-hooks")]
+mod test_kinds {
+    use super::*;
+    use steward_actors::cache::{Get, Set};
+
+    pub fn register(registry: Registry) -> Registry {
+        registry.with(Record)
+    }
+
+    /// `test.record {"sleep_ms"?, "fail_times"?, "permanent"?}`: sleeps, fails (retryably, or
+    /// permanently) its first `fail_times` attempts, then counts one completion under
+    /// `test:done:<id>` in the cache.
+    struct Record;
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Plan {
+        sleep_ms: u64,
+        fail_times: u32,
+        permanent: bool,
+    }
+
+    impl JobHandler for Record {
+        fn kind(&self) -> &'static str {
+            "test.record"
+        }
+
+        fn run(
+            &self,
+            job: JobContext,
+        ) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
+            async move {
+                let plan: Plan = serde_json::from_value(job.payload)
+                    .map_err(|e| JobError::Permanent(e.to_string()))?;
+                actix_rt::time::sleep(Duration::from_millis(plan.sleep_ms)).await;
+                if job.attempt <= plan.fail_times {
+                    let error = format!("planned failure {}", job.attempt);
+                    return Err(if plan.permanent {
+                        JobError::Permanent(error)
+                    } else {
+                        JobError::Retryable(error)
+                    });
+                }
+                let cache = current(&job.stores.cache)?;
+                let key = format!("test:done:{}", job.id);
+                let seen = cache
+                    .send(Get { key: key.clone() })
+                    .await
+                    .map_err(|e| retryable(e.into()))?
+                    .map_err(retryable)?;
+                let count = seen
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                let set = Set {
+                    key,
+                    value: count.to_string().into_bytes(),
+                    ttl: Duration::from_secs(600),
+                };
+                cache
+                    .send(set)
+                    .await
+                    .map_err(|e| retryable(e.into()))?
+                    .map_err(retryable)?;
+                Ok(json!({"attempt": job.attempt}))
+            }
+            .boxed_local()
+        }
+    }
+}
