@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, TestDb};
 use nix::sys::signal::{kill, Signal};
+use futures::StreamExt;
 use nix::unistd::Pid;
 
 /// A steward process with its log lines collected as they arrive.
@@ -369,4 +370,85 @@ async fn migrate_subcommand_is_safe_to_run_concurrently() {
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .unwrap();
+}
+
+/// Job statuses straight from Redis, and how often `test.record` completed each job.
+async fn job_states(prefix: &str, ids: &[String]) -> Vec<(String, u64)> {
+    let client = redis::Client::open(common::redis_url().as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HGET").arg(format!("{prefix}job:{id}")).arg("status");
+        pipe.cmd("GET").arg(format!("{prefix}test:done:{id}"));
+    }
+    let replies: Vec<Option<String>> = pipe.query_async(&mut redis).await.unwrap();
+    replies
+        .chunks(2)
+        .map(|pair| {
+            let done = pair[1].as_deref().map_or(0, |v| v.parse().unwrap());
+            (pair[0].clone().unwrap_or_default(), done)
+        })
+        .collect()
+}
+
+async fn enqueue_record(client: &reqwest::Client, service: &Service, sleep_ms: u64) -> String {
+    let response = client
+        .post(service.url("/v1/jobs"))
+        .json(&serde_json::json!({"kind": "test.record", "payload": {"sleep_ms": sleep_ms}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_was_killed_is_reclaimed_and_completed_elsewhere() {
+    let prefix = format!("steward-crash:{}:", uuid::Uuid::new_v4().simple());
+    let shared = ("STEWARD__REDIS__KEY_PREFIX", prefix.as_str());
+    let mut doomed = Service::start(&[shared, ("STEWARD__WORKERS__CONCURRENCY", "1")]).await;
+    let client = client();
+    let id = enqueue_record(&client, &doomed, 3000).await;
+    eventually(Duration::from_secs(5), "the job is running", || async {
+        job_states(&prefix, std::slice::from_ref(&id)).await[0].0 == "running"
+    })
+    .await;
+    doomed.signal(Signal::SIGKILL);
+    doomed.exit_status(Duration::from_secs(5)).await;
+
+    let _rescuer = Service::start(&[shared]).await;
+    eventually(Duration::from_secs(20), "another worker completed it", || async {
+        job_states(&prefix, std::slice::from_ref(&id)).await[0] == ("succeeded".to_owned(), 1)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_drain_loses_no_job_and_runs_none_twice() {
+    let prefix = format!("steward-drain:{}:", uuid::Uuid::new_v4().simple());
+    let shared = ("STEWARD__REDIS__KEY_PREFIX", prefix.as_str());
+    let mut first = Service::start(&[shared]).await;
+    let client = client();
+    let ids: Vec<String> = futures::stream::iter(0..1000)
+        .map(|_| enqueue_record(&client, &first, 20))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    eventually(Duration::from_secs(10), "work is under way", || async {
+        job_states(&prefix, &ids).await.iter().filter(|(s, _)| s == "succeeded").count() >= 50
+    })
+    .await;
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.exit_status(Duration::from_secs(15)).await.code(), Some(0));
+    let after_drain = job_states(&prefix, &ids).await;
+    assert!(after_drain.iter().all(|(s, _)| s != "running"), "nothing was left half-done");
+
+    let _second = Service::start(&[shared]).await;
+    eventually(Duration::from_secs(60), "every job succeeded", || async {
+        job_states(&prefix, &ids).await.iter().all(|(s, _)| s == "succeeded")
+    })
+    .await;
+    let states = job_states(&prefix, &ids).await;
+    assert!(states.iter().all(|(_, done)| *done == 1), "each side effect recorded exactly once");
 }
