@@ -19,7 +19,24 @@ pub fn registry(statement_ttl: Duration) -> Registry {
         .with(Statement { ttl: statement_ttl });
     #[cfg(feature = "test-hooks")]
     let registry = test_kinds::register(registry);
+    #[cfg(feature = "bench-routes")]
+    let registry = registry.with(Noop);
     registry
+}
+
+/// `bench.noop`: does nothing, for bench/run's job throughput.
+#[cfg(feature = "bench-routes")]
+struct Noop;
+
+#[cfg(feature = "bench-routes")]
+impl JobHandler for Noop {
+    fn kind(&self) -> &'static str {
+        "bench.noop"
+    }
+
+    fn run(&self, _: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
+        futures::future::ready(Ok(serde_json::Value::Null)).boxed_local()
+    }
 }
 
 /// A store failure is worth another attempt.

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{eventually, TestDb};
-use nix::sys::signal::{kill, Signal};
 use futures::StreamExt;
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// A steward process with its log lines collected as they arrive.
@@ -378,7 +378,9 @@ async fn job_states(prefix: &str, ids: &[String]) -> Vec<(String, u64)> {
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("HGET").arg(format!("{prefix}job:{id}")).arg("status");
+        pipe.cmd("HGET")
+            .arg(format!("{prefix}job:{id}"))
+            .arg("status");
         pipe.cmd("GET").arg(format!("{prefix}test:done:{id}"));
     }
     let replies: Vec<Option<String>> = pipe.query_async(&mut redis).await.unwrap();
@@ -418,9 +420,13 @@ async fn a_job_whose_worker_was_killed_is_reclaimed_and_completed_elsewhere() {
     doomed.exit_status(Duration::from_secs(5)).await;
 
     let _rescuer = Service::start(&[shared]).await;
-    eventually(Duration::from_secs(20), "another worker completed it", || async {
-        job_states(&prefix, std::slice::from_ref(&id)).await[0] == ("succeeded".to_owned(), 1)
-    })
+    eventually(
+        Duration::from_secs(20),
+        "another worker completed it",
+        || async {
+            job_states(&prefix, std::slice::from_ref(&id)).await[0] == ("succeeded".to_owned(), 1)
+        },
+    )
     .await;
 }
 
@@ -436,19 +442,36 @@ async fn a_drain_loses_no_job_and_runs_none_twice() {
         .collect()
         .await;
     eventually(Duration::from_secs(10), "work is under way", || async {
-        job_states(&prefix, &ids).await.iter().filter(|(s, _)| s == "succeeded").count() >= 50
+        job_states(&prefix, &ids)
+            .await
+            .iter()
+            .filter(|(s, _)| s == "succeeded")
+            .count()
+            >= 50
     })
     .await;
     first.signal(Signal::SIGTERM);
-    assert_eq!(first.exit_status(Duration::from_secs(15)).await.code(), Some(0));
+    assert_eq!(
+        first.exit_status(Duration::from_secs(15)).await.code(),
+        Some(0)
+    );
     let after_drain = job_states(&prefix, &ids).await;
-    assert!(after_drain.iter().all(|(s, _)| s != "running"), "nothing was left half-done");
+    assert!(
+        after_drain.iter().all(|(s, _)| s != "running"),
+        "nothing was left half-done"
+    );
 
     let _second = Service::start(&[shared]).await;
     eventually(Duration::from_secs(60), "every job succeeded", || async {
-        job_states(&prefix, &ids).await.iter().all(|(s, _)| s == "succeeded")
+        job_states(&prefix, &ids)
+            .await
+            .iter()
+            .all(|(s, _)| s == "succeeded")
     })
     .await;
     let states = job_states(&prefix, &ids).await;
-    assert!(states.iter().all(|(_, done)| *done == 1), "each side effect recorded exactly once");
+    assert!(
+        states.iter().all(|(_, done)| *done == 1),
+        "each side effect recorded exactly once"
+    );
 }
