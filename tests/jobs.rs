@@ -346,3 +346,34 @@ async fn reconcile_from_two_replicas_runs_one_at_a_time_and_finds_the_ledger_who
     }
     assert_ne!(fences[0], fences[1], "each run held the lock on its own");
 }
+
+#[actix_rt::test]
+async fn workers_started_while_redis_was_down_catch_up_when_it_returns() {
+    let proxy = common::proxy::TcpProxy::start("127.0.0.1:6379".parse().unwrap());
+    proxy.cut();
+    let url = proxy.url("redis", "");
+    let app = common::spawn_app_unchecked(&[("STEWARD__REDIS__URL", url.as_str())]).await;
+    let refused = enqueue(&app, json!({"kind": "test.record"}), None).await;
+    assert!(
+        refused.status().as_u16() >= 503,
+        "no job is accepted while the queue is out"
+    );
+    proxy.restore();
+    let id = std::cell::RefCell::new(None);
+    eventually(
+        Duration::from_secs(10),
+        "jobs are accepted again",
+        || async {
+            let response = enqueue(&app, json!({"kind": "test.record"}), None).await;
+            if response.status().as_u16() == 202 {
+                *id.borrow_mut() = response.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .map(str::to_owned);
+            }
+            id.borrow().is_some()
+        },
+    )
+    .await;
+    let id = id.into_inner().unwrap();
+    until(&app, &id, "succeeded").await;
+}

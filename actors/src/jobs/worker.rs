@@ -106,7 +106,13 @@ impl JobWorker {
                 }
                 Err(error) => {
                     log::warn!(target: "steward::jobs", "fetching jobs failed: {error}");
-                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.pump(ctx));
+                    // The group may not exist yet (Redis was down at start, or was emptied):
+                    // creating it is idempotent.
+                    let queue = Rc::clone(&act.queue);
+                    let retry = async move { queue.ensure_group().await };
+                    ctx.spawn(retry.into_actor(act).map(|_, _, ctx| {
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.pump(ctx));
+                    }));
                 }
             }
         }));
@@ -239,10 +245,8 @@ impl Actor for JobWorker {
         let setup = async move { queue.ensure_group().await };
         ctx.wait(setup.into_actor(self).map(|outcome, act, ctx| {
             if let Err(error) = outcome {
-                // Fetching fails until Redis answers; the loops retry on their own.
+                // Fetching fails until Redis answers; its error path creates the group then.
                 log::warn!(target: "steward::jobs", "cannot create the consumer group yet: {error}");
-                let queue = Rc::clone(&act.queue);
-                ctx.spawn(async move { queue.ensure_group().await }.into_actor(act).map(|_, _, _| ()));
             }
             act.pump(ctx);
             ctx.run_interval(MAINTENANCE, |act, ctx| act.maintain(ctx));
