@@ -210,8 +210,11 @@ mod test_kinds {
             job: JobContext,
         ) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
             async move {
-                let plan: Plan = serde_json::from_value(job.payload)
-                    .map_err(|e| JobError::Permanent(e.to_string()))?;
+                let plan: Plan = match job.payload {
+                    serde_json::Value::Null => Plan::default(),
+                    payload => serde_json::from_value(payload)
+                        .map_err(|e| JobError::Permanent(e.to_string()))?,
+                };
                 actix_rt::time::sleep(Duration::from_millis(plan.sleep_ms)).await;
                 if job.attempt <= plan.fail_times {
                     let error = format!("planned failure {}", job.attempt);
