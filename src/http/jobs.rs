@@ -11,6 +11,7 @@ use steward_actors::jobs::{Enqueue, GetJob, ListDead, RetryDead};
 use steward_actors::StoreError;
 
 use super::error::ApiError;
+use super::pagination::page_limit;
 use crate::state::AppState;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -128,7 +129,7 @@ pub async fn get(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadQuery {
-    limit: Option<usize>,
+    limit: Option<i64>,
     cursor: Option<String>,
 }
 
@@ -137,16 +138,7 @@ pub async fn dead(
     state: web::Data<AppState>,
     query: web::Query<DeadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = match query.limit {
-        None => 20,
-        Some(limit @ 1..=100) => limit,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_limit",
-                "limit is from 1 to 100",
-            ))
-        }
-    };
+    let limit = page_limit(query.limit)? as usize;
     // Cursors are dead-letter entry ids ("<ms>-<seq>"), opaque to clients.
     if let Some(cursor) = &query.cursor {
         let ok = cursor.split_once('-').is_some_and(|(ms, seq)| {

@@ -21,18 +21,21 @@ pub struct PageRequest {
 impl PageQuery {
     /// `limit` 1-100 (default 20); `cursor` as returned in `next_cursor`.
     pub fn parse(&self) -> Result<PageRequest, ApiError> {
-        let limit = match self.limit {
-            None => 20,
-            Some(limit @ 1..=100) => limit,
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_limit",
-                    "limit is from 1 to 100",
-                ))
-            }
-        };
+        let limit = page_limit(self.limit)?;
         let after = self.cursor.as_deref().map(decode).transpose()?;
         Ok(PageRequest { limit, after })
+    }
+}
+
+/// A page size as asked for: 1-100, 20 when absent.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(20),
+        Some(limit @ 1..=100) => Ok(limit),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit is from 1 to 100",
+        )),
     }
 }
 
