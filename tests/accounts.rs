@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::TcpProxy;
-use common::{error_code, eventually, spawn_app, spawn_app_with, TestApp};
+use common::{error_code, eventually, json_of, spawn_app, spawn_app_with, TestApp};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
@@ -30,16 +30,12 @@ async fn create_and_read_an_account() {
 
     let read: Value = app.get(&location).await.json().await.unwrap();
     assert_eq!(read, account);
-    let bypass: Value = app
-        .client
-        .get(app.url(&location))
-        .header("cache-control", "no-cache")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bypass = json_of(
+        app.client
+            .get(app.url(&location))
+            .header("cache-control", "no-cache"),
+    )
+    .await;
     assert_eq!(bypass, account);
 }
 

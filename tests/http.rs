@@ -180,14 +180,7 @@ async fn admin_routes_need_the_token() {
         .unwrap();
     assert_eq!(envelope(wrong, 401).await, "unauthorized");
 
-    let body: Value = app
-        .admin(Method::GET, "/admin/actors")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = common::json_of(app.admin(Method::GET, "/admin/actors")).await;
     let names: Vec<&str> = body["children"]
         .as_array()
         .unwrap()

@@ -67,6 +67,12 @@ async fn a_lease_is_granted_held_extended_and_released() {
         error_code(extend("not-the-token").await.unwrap()).await,
         (409, "not_lock_owner".into())
     );
+    let refused = "lock_operations_total{op=\"extend\",result=\"not_owner\"}";
+    assert_eq!(
+        app.metric(refused).await,
+        1.0,
+        "a wrong token is refused, not a lost lease"
+    );
 
     assert_eq!(
         error_code(release(&app, "job.42", "not-the-token").await).await,

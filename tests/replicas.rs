@@ -80,16 +80,13 @@ async fn locks_exclude_across_replicas_and_fencing_tokens_grow() {
 #[actix_rt::test]
 async fn an_abandoned_lease_passes_to_another_replica_with_a_larger_fence() {
     let apps = replicas(&[]).await;
-    let first: Value = apps[0]
-        .client
-        .post(apps[0].url("/v1/locks/abandoned"))
-        .json(&json!({"ttl_ms": 300}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = common::json_of(
+        apps[0]
+            .client
+            .post(apps[0].url("/v1/locks/abandoned"))
+            .json(&json!({"ttl_ms": 300})),
+    )
+    .await;
     // The holder never renews nor releases.
     let second = apps[1]
         .client

@@ -361,11 +361,14 @@ impl Ops {
             )
             .await
             .map(|now_ms| (now_ms >= 0).then_some(now_ms + ttl_ms));
+        // A client's extend with the wrong token is refused; our own renewal failing means
+        // the lease was lost.
+        let refused = if op == "renew" { "lost" } else { "not_owner" };
         self.count(op, &outcome, |extended| {
             if extended.is_some() {
                 "extended"
             } else {
-                "lost"
+                refused
             }
         });
         outcome

@@ -359,6 +359,12 @@ pub async fn error_code(response: reqwest::Response) -> (u16, String) {
     (status, code.to_owned())
 }
 
+/// Sends `request` and reads its JSON body.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let response = request.send().await.expect("request");
+    response.json().await.expect("a JSON body")
+}
+
 /// Polls `condition` every 20 ms until it holds; fails the test after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
 where
