@@ -4,6 +4,7 @@ mod accounts;
 mod admin;
 #[cfg(feature = "bench-routes")]
 pub mod bench_routes;
+mod drain;
 pub mod error;
 mod health;
 mod jobs;
@@ -66,6 +67,7 @@ pub fn server(
             .wrap(from_fn(ratelimit::rate_limit))
             .wrap(from_fn(error::envelope))
             .wrap(from_fn(security::security_headers))
+            .wrap(from_fn(drain::close_when_draining))
             .wrap(from_fn(observe::observe))
             .wrap(from_fn(request_id::request_id))
     })
