@@ -2,126 +2,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::{eventually, TestDb};
+use common::eventually;
+use common::service::{binary, Service};
 use futures::StreamExt;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
-/// A steward process with its log lines collected as they arrive.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    _db: TestDb,
-}
-
-impl Service {
-    async fn start(vars: &[(&str, &str)]) -> Self {
-        common::ensure_stores().await;
-        let db = TestDb::create().await;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
-        command
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("STEWARD_ENV", "test")
-            .env_remove("RUST_LOG")
-            .env("STEWARD__LOG__LEVEL", "info")
-            .env("STEWARD__REDIS__URL", common::redis_url())
-            .env("STEWARD__POSTGRES__URL", &db.url)
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start steward");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let collected = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        let mut service = Self {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            lines,
-            _db: db,
-        };
-        let line = service.wait_for_line("listening addr=").await;
-        // Text or JSON, the address follows "listening addr=".
-        let rest = line.rsplit("listening addr=").next().unwrap();
-        let addr: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-            .collect();
-        service.addr = addr.parse().expect("listening address");
-        service
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    async fn wait_for_line(&self, needle: &str) -> String {
-        let mut found = None;
-        eventually(Duration::from_secs(10), needle, || {
-            found = self.log().into_iter().find(|line| line.contains(needle));
-            std::future::ready(found.is_some())
-        })
-        .await;
-        found.unwrap()
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal");
-    }
-
-    async fn exit_status(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "steward did not exit within {within:?}:\n{}",
-                    self.log().join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The phase names of the `shutdown phase=...` lines, in order, with their outcomes.
-    fn phases(&self) -> Vec<(String, String)> {
-        self.log()
-            .iter()
-            .filter_map(|line| {
-                let rest = line.split("shutdown phase=").nth(1)?;
-                let mut words = rest.split_whitespace();
-                let phase = words.next()?.to_owned();
-                let outcome = words.next()?.strip_prefix("outcome=")?.to_owned();
-                Some((phase, outcome))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use nix::sys::signal::Signal;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -167,6 +54,10 @@ async fn sigterm_drains_in_flight_requests_and_stops_tiers_in_order() {
         response.status().as_u16() == 503
     })
     .await;
+    // Still served during drain_delay, but the connection is not kept alive.
+    let during = client.get(service.url("/version")).send().await.unwrap();
+    assert_eq!(during.status().as_u16(), 200);
+    assert_eq!(during.headers()["connection"], "close");
     assert!(
         !service
             .log()
@@ -254,7 +145,7 @@ async fn sigint_alone_is_a_graceful_stop() {
 async fn healthcheck_subcommand_reports_liveness() {
     let service = Service::start(&[]).await;
     let run = |port: u16| {
-        Command::new(env!("CARGO_BIN_EXE_steward"))
+        Command::new(binary())
             .arg("healthcheck")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("STEWARD_ENV", "test")
@@ -322,7 +213,7 @@ async fn migrate_subcommand_is_safe_to_run_concurrently() {
         .unwrap();
     let url = common::TestDb::url_of(&name);
     let migrate = || {
-        Command::new(env!("CARGO_BIN_EXE_steward"))
+        Command::new(binary())
             .arg("migrate")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("STEWARD_ENV", "test")

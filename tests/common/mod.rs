@@ -2,7 +2,11 @@
 //! a TCP proxy the test controls, and polling instead of sleeping.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod chaos;
+pub mod load;
 pub mod proxy;
+pub mod rollout;
+pub mod service;
 
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -31,8 +35,13 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The repository root (the steward package).
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 pub fn config_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    manifest_dir().join("config")
 }
 
 /// Fails the test with instructions when a store is not reachable: a missing store must never

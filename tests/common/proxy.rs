@@ -1,18 +1,32 @@
 //! A TCP proxy the test controls, to inject store faults without touching the shared servers.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-/// Forwards connections from `addr` to a target. `cut()` resets every open connection and
-/// refuses new ones (accepts and closes them at once); `restore()` forwards again.
-/// It runs on a thread of its own, so it keeps working whatever the test's runtime does,
-/// and stops when dropped.
+/// What the proxy does to traffic; every open connection follows changes at once.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    /// False: open connections are reset and new ones are accepted and closed at once.
+    up: bool,
+    /// Added to every round trip: half on the way to the server, half on the way back.
+    delay: Duration,
+    /// Bumped by `reset()`: connections opened before it are reset, new ones are served.
+    generation: u64,
+}
+
+/// Forwards connections from `addr` to a target, with faults on demand: `cut()`/`restore()`
+/// (a store that is down), `delay()` (a slow network or server) and `reset()` (every open
+/// connection dies, as when a NAT or firewall forgets them). It runs on a thread of its own,
+/// so it keeps working whatever the test's runtime does, and stops when dropped.
 pub struct TcpProxy {
     pub addr: SocketAddr,
-    enabled: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
 }
 
 impl TcpProxy {
@@ -20,7 +34,11 @@ impl TcpProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("addr");
-        let (enabled, mut changes) = watch::channel(true);
+        let (mode, mut changes) = watch::channel(Mode {
+            up: true,
+            delay: Duration::ZERO,
+            generation: 0,
+        });
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -32,7 +50,7 @@ impl TcpProxy {
                     tokio::select! {
                         accepted = listener.accept() => {
                             let Ok((inbound, _)) = accepted else { continue };
-                            if !*changes.borrow() {
+                            if !changes.borrow().up {
                                 drop(inbound);
                                 continue;
                             }
@@ -43,15 +61,30 @@ impl TcpProxy {
                 }
             });
         });
-        Self { addr, enabled }
+        Self { addr, mode }
     }
 
+    /// The store is down: open connections are reset, new ones closed at once.
     pub fn cut(&self) {
-        self.enabled.send_replace(false);
+        self.mode.send_modify(|mode| mode.up = false);
     }
 
+    /// Back to normal: forward without delay.
     pub fn restore(&self) {
-        self.enabled.send_replace(true);
+        self.mode.send_modify(|mode| {
+            mode.up = true;
+            mode.delay = Duration::ZERO;
+        });
+    }
+
+    /// Adds `round_trip` to every request-response exchange, without limiting throughput.
+    pub fn delay(&self, round_trip: Duration) {
+        self.mode.send_modify(|mode| mode.delay = round_trip);
+    }
+
+    /// Resets every open connection once; new connections are served normally.
+    pub fn reset(&self) {
+        self.mode.send_modify(|mode| mode.generation += 1);
     }
 
     /// `scheme://addr` for a store URL through this proxy.
@@ -60,15 +93,55 @@ impl TcpProxy {
     }
 }
 
-async fn forward(mut inbound: TcpStream, target: SocketAddr, mut enabled: watch::Receiver<bool>) {
-    let Ok(mut outbound) = TcpStream::connect(target).await else {
+async fn forward(inbound: TcpStream, target: SocketAddr, mut mode: watch::Receiver<Mode>) {
+    let Ok(outbound) = TcpStream::connect(target).await else {
         return;
     };
-    tokio::select! {
-        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-        _ = enabled.wait_for(|on| !on) => {
-            // Drop both sides: an abortive close, as when a network path dies.
-            let _ = inbound.set_zero_linger();
-        }
+    let born = mode.borrow().generation;
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut server_read, mut server_write) = outbound.into_split();
+    let to_server = pump(&mut client_read, &mut server_write, mode.clone());
+    let to_client = pump(&mut server_read, &mut client_write, mode.clone());
+    let killed = mode.wait_for(|now| !now.up || now.generation != born);
+    let killed = tokio::select! {
+        _ = async { tokio::join!(to_server, to_client) } => false,
+        _ = killed => true,
+    };
+    if killed {
+        // Closing with no linger sends RST: an abortive close, as when a network path dies.
+        let _ = client_read.as_ref().set_zero_linger();
+        let _ = server_read.as_ref().set_zero_linger();
     }
+}
+
+/// Copies one direction, holding each chunk back by half the configured round-trip delay.
+/// Reading goes on while earlier chunks wait, so the delay adds latency, not a throughput cap.
+async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, mode: watch::Receiver<Mode>) {
+    let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let at = Instant::now() + mode.borrow().delay / 2;
+                    if queue.send((at, buffer[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
