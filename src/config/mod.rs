@@ -54,6 +54,9 @@ pub struct ServerSettings {
     pub client_request_timeout: Duration,
     #[serde(with = "steward_actors::duration")]
     pub client_disconnect_timeout: Duration,
+    #[serde(with = "steward_actors::duration")]
+    pub body_timeout: Duration,
+    pub max_head_size: usize,
     pub max_body_size: usize,
     pub max_json_size: usize,
 }

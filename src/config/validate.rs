@@ -98,6 +98,7 @@ pub(super) fn validate(
         MS,
         HOUR,
     )?;
+    check.lasting("server.body_timeout", server.body_timeout, MS, HOUR)?;
     check.lasting(
         "server.client_disconnect_timeout",
         server.client_disconnect_timeout,
@@ -105,6 +106,12 @@ pub(super) fn validate(
         HOUR,
     )?;
     check.within("server.max_body_size", server.max_body_size, 1, 1 << 30)?;
+    check.within(
+        "server.max_head_size",
+        server.max_head_size,
+        1024,
+        128 * 1024,
+    )?;
     check.within("server.max_json_size", server.max_json_size, 1, 1 << 30)?;
 
     let redis = &settings.redis;

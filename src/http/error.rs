@@ -13,7 +13,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
@@ -262,6 +262,10 @@ pub async fn envelope<B: MessageBody + 'static>(
         error["details"] = details;
     }
     let mut replacement = HttpResponse::build(status);
+    if response.head().connection_type() == ConnectionType::Close {
+        // The limits close the connection of a request they refused unread.
+        replacement.force_close();
+    }
     for (name, value) in response.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             replacement.append_header((name.clone(), value.clone()));

@@ -9,6 +9,7 @@ pub mod error;
 mod health;
 mod jobs;
 mod kv;
+mod limits;
 mod locks;
 mod meta;
 mod observe;
@@ -45,6 +46,7 @@ pub fn server(
     let direct = web::Data::from(std::sync::Arc::clone(&state.direct));
     let data = web::Data::new(state);
     let limits = settings.clone();
+    let (body_timeout, max_head_size) = (settings.body_timeout, settings.max_head_size);
     let mut server = HttpServer::new(move || {
         let app = App::new()
             .app_data(data.clone())
@@ -64,7 +66,13 @@ pub fn server(
         app.default_service(web::to(error::no_route))
             // Outermost last: the request id exists before anything logs, the envelope is
             // written (for a 429 too) before the telemetry sees the final status.
+            .wrap(from_fn(move |req, next| {
+                limits::body_deadline(body_timeout, req, next)
+            }))
             .wrap(from_fn(ratelimit::rate_limit))
+            .wrap(from_fn(move |req, next| {
+                limits::head_limit(max_head_size, req, next)
+            }))
             .wrap(from_fn(error::envelope))
             .wrap(from_fn(security::security_headers))
             .wrap(from_fn(drain::close_when_draining))

@@ -56,6 +56,14 @@ impl Fault {
         }
     }
 
+    /// Whether the fault is on Redis, where the job queue lives.
+    pub fn hits_redis(self) -> bool {
+        matches!(
+            self,
+            Fault::RedisDown | Fault::RedisSlow | Fault::RedisReset
+        )
+    }
+
     /// Whether readiness must leave "ready" while the fault lasts: an outage must show, while
     /// latency within the ping deadline and resets (the pools reconnect) need not.
     pub fn must_flip(self) -> bool {

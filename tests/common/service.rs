@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{eventually, TestDb};
+use super::TestDb;
 
 /// The binary to run: the one cargo built for these tests, or (for bench/ programs, which cargo
 /// gives no such path) `STEWARD_BIN`, default the release build.
@@ -91,14 +91,21 @@ impl Service {
         self.lines.lock().unwrap().clone()
     }
 
+    /// The first log line containing `needle`; fails with the whole log after 10 s.
     pub async fn wait_for_line(&self, needle: &str) -> String {
-        let mut found = None;
-        eventually(Duration::from_secs(10), needle, || {
-            found = self.log().into_iter().find(|line| line.contains(needle));
-            std::future::ready(found.is_some())
-        })
-        .await;
-        found.unwrap()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log().into_iter().find(|line| line.contains(needle)) {
+                return line;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no log line with {needle:?} within 10 s; the log:\n{}",
+                    self.log().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether the process has not exited yet.

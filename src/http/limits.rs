@@ -1,0 +1,122 @@
+//! Limits on what a client may send beyond actix-web's own: the size of the request head and
+//! the time the body may take. Both answer in the JSON envelope.
+
+use std::cell::Cell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use actix_web::http::{ConnectionType, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web::Bytes;
+use actix_web::HttpMessage;
+use futures::{Stream, StreamExt};
+
+use super::error::ApiError;
+
+/// Middleware: a request whose head (request line and headers) is larger than `limit` bytes
+/// gets a JSON 431 and its connection closed. actix-web itself reads up to 128 KiB of head
+/// and refuses more than 96 headers (a bare 431), so this is where the configured, smaller
+/// limit holds; it runs before any handler, extractor or store sees the request.
+pub async fn head_limit(
+    limit: usize,
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let size = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            // "name: value\r\n"
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size <= limit {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let error = ApiError::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "head_too_large",
+        format!("the request line and headers are at most {limit} bytes"),
+    );
+    let mut response = actix_web::ResponseError::error_response(&error);
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    Ok(req.into_response(response).map_into_right_body())
+}
+
+/// Middleware: the body must arrive within `limit` of the head. actix-web bounds the head
+/// (`client_request_timeout`, 408) but not the body, so a client could send a large
+/// Content-Length and then one byte a minute, holding a connection and a worker's attention
+/// indefinitely. Past the deadline the extractor sees a payload error, and the answer becomes
+/// a JSON 408 that closes the connection (the rest of the body is never read). Requests
+/// without a body pay nothing.
+pub async fn body_deadline(
+    limit: Duration,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let headers = req.headers();
+    let has_body = headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v != "0");
+    if !has_body {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let expired = Rc::new(Cell::new(false));
+    let payload = bounded(req.take_payload(), limit, Rc::clone(&expired));
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(payload),
+    });
+    let response = next.call(req).await?;
+    if !expired.get() {
+        return Ok(response.map_into_left_body());
+    }
+    let error = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the request body did not arrive within {} ms",
+            limit.as_millis()
+        ),
+    );
+    let (request, _) = response.into_parts();
+    let mut response = actix_web::ResponseError::error_response(&error);
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    Ok(ServiceResponse::new(request, response).map_into_right_body())
+}
+
+/// `payload`, ending with a timed-out error (and `expired` set) once `limit` has passed.
+fn bounded(
+    payload: Payload,
+    limit: Duration,
+    expired: Rc<Cell<bool>>,
+) -> impl Stream<Item = Result<Bytes, PayloadError>> {
+    let deadline = Box::pin(actix_rt::time::sleep(limit));
+    futures::stream::unfold(
+        Some((payload, deadline)),
+        move |state: Option<(Payload, Pin<Box<actix_rt::time::Sleep>>)>| {
+            let expired = Rc::clone(&expired);
+            async move {
+                let (mut payload, mut deadline) = state?;
+                tokio::select! {
+                    chunk = payload.next() => chunk.map(|chunk| (chunk, Some((payload, deadline)))),
+                    () = &mut deadline => {
+                        expired.set(true);
+                        let error = io::Error::new(io::ErrorKind::TimedOut, "body deadline passed");
+                        Some((Err(PayloadError::Io(error)), None))
+                    }
+                }
+            }
+        },
+    )
+}
