@@ -10,7 +10,8 @@ use steward_actors::StoreError;
 use tokio_postgres::types::Type;
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// An account of the reference ledger, as the API shows (and the cache keeps) it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Account {
     pub id: i64,
     pub name: String,
@@ -31,7 +32,8 @@ impl Account {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// Money moved from one account to another, once.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Transfer {
     pub id: i64,
     pub from: i64,
@@ -137,11 +139,13 @@ fn page<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> i64) -> Page<T> {
 }
 
 /// What a transfer request asked for.
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     pub from: i64,
+    /// Another account than `from`.
     pub to: i64,
+    #[schema(minimum = 1)]
     pub amount: i64,
 }
 

@@ -235,3 +235,47 @@ async fn log_level_changes_at_run_time_and_rejects_nonsense() {
     assert_eq!(good.status().as_u16(), 200);
     assert_eq!(log::max_level(), log::LevelFilter::Error);
 }
+
+#[actix_rt::test]
+async fn the_openapi_document_describes_routes_that_exist() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        // Fill every {parameter} with something well-formed.
+        let concrete = path
+            .replace("{key}", "k")
+            .replace("{name}", "n")
+            .replace("{id}", "1");
+        for method in ["get", "put", "post", "delete"] {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            operations += 1;
+            let response = app
+                .client
+                .request(method.to_uppercase().parse().unwrap(), app.url(&concrete))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            assert_ne!(
+                (status, body["error"]["code"].as_str()),
+                (404, Some("not_found")),
+                "{method} {path} is documented but not routed"
+            );
+            assert_ne!(status, 405, "{method} {path}: method not routed");
+            for status in ["400", "503"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    // Every route of src/http/mod.rs but the document itself (test hooks are not documented).
+    assert_eq!(operations, 22, "{:?}", paths.keys().collect::<Vec<_>>());
+}

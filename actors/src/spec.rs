@@ -11,6 +11,7 @@ use crate::child::Running;
 /// The layer a child belongs to. Children start in ascending tier order and stop in descending
 /// order, so nothing is stopped while something above it may still call it: HTTP drains before
 /// the workers, the workers before the stores they use.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
@@ -39,6 +40,7 @@ impl fmt::Display for Tier {
 }
 
 /// When a child that ended is started again (the OTP restart types).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Restart {

@@ -54,6 +54,7 @@ struct Child {
 }
 
 /// Where a child is in its life, as `/admin/actors` shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChildState {
@@ -68,6 +69,7 @@ pub enum ChildState {
 }
 
 /// A child's public state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct ChildInfo {
     pub name: String,

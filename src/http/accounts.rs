@@ -5,20 +5,24 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::FutureExt;
 use serde::Deserialize;
-use serde_json::json;
 use steward_actors::cache::{GetOrLoad, Loader};
 use steward_actors::db::DbActor;
 use steward_actors::StoreError;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::pagination::{encode, PageQuery};
-use crate::ledger;
+use super::error::{ApiError, ErrorEnvelope};
+use super::openapi::AccountId;
+use super::pagination::{encode, Page, PageQuery};
+use crate::ledger::{self, Account, Transfer};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
+    /// Whole units.
+    #[schema(minimum = 0)]
     initial_balance: i64,
 }
 
@@ -36,6 +40,18 @@ fn not_found(id: i64) -> ApiError {
 }
 
 /// `POST /v1/accounts`: 201 with the account and its Location.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    request_body = NewAccount,
+    responses(
+        (status = 201, description = "Opened", body = Account,
+            headers(("Location" = String, description = "/v1/accounts/{id}"))),
+        (status = 415, description = "Not application/json", body = ErrorEnvelope),
+        (status = 422, description = "Well-formed JSON with invalid values", body = ErrorEnvelope),
+    )
+)]
 pub async fn create(
     state: web::Data<AppState>,
     body: web::Json<NewAccount>,
@@ -72,6 +88,16 @@ async fn load(db: &Addr<DbActor>, id: i64) -> Result<Option<Vec<u8>>, StoreError
 
 /// `GET /v1/accounts/{id}`: cache-aside through the cache actor, straight from the database
 /// when the request says `Cache-Control: no-cache` or the cache actor is restarting.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    params(AccountId),
+    responses(
+        (status = 200, description = "The account", body = Account),
+        (status = 404, description = "No such account", body = ErrorEnvelope),
+    )
+)]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<i64>,
@@ -117,17 +143,36 @@ pub async fn get(
 }
 
 /// `GET /v1/accounts?limit=&cursor=`: accounts in id order.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts",
+    tag = "accounts",
+    params(PageQuery),
+    responses((status = 200, description = "Accounts by id", body = Page<Account>))
+)]
 pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
     let found = ledger::accounts(&state.db()?, page.after.unwrap_or(0), page.limit).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"items": found.items, "next_cursor": found.next.map(encode)})))
+    Ok(HttpResponse::Ok().json(Page {
+        items: found.items,
+        next_cursor: found.next.map(encode),
+    }))
 }
 
 /// `GET /v1/accounts/{id}/transfers?limit=&cursor=`: the account's transfers, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/transfers",
+    tag = "accounts",
+    params(AccountId, PageQuery),
+    responses(
+        (status = 200, description = "The account's transfers, newest first", body = Page<Transfer>),
+        (status = 404, description = "No such account", body = ErrorEnvelope),
+    )
+)]
 pub async fn transfers(
     state: web::Data<AppState>,
     id: web::Path<i64>,
@@ -139,6 +184,8 @@ pub async fn transfers(
     let found = ledger::transfers_of(&state.db()?, id, before, page.limit)
         .await?
         .ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"items": found.items, "next_cursor": found.next.map(encode)})))
+    Ok(HttpResponse::Ok().json(Page {
+        items: found.items,
+        next_cursor: found.next.map(encode),
+    }))
 }

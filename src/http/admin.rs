@@ -5,11 +5,11 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
-use steward_actors::supervisor::ListChildren;
+use serde::{Deserialize, Serialize};
+use steward_actors::supervisor::{ChildInfo, ListChildren};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 
 /// Proof that the request carried `Authorization: Bearer <admin.token>`. Taking it as the
@@ -48,22 +48,52 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Every supervised child.
+#[derive(Serialize, ToSchema)]
+pub struct Children {
+    children: Vec<ChildInfo>,
+}
+
 /// `GET /admin/actors`: every supervised child with its state, restarts and last error.
+#[utoipa::path(
+    get,
+    path = "/admin/actors",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The supervision tree", body = Children),
+        (status = 401, description = "No or a wrong admin token", body = ErrorEnvelope),
+    )
+)]
 pub async fn actors(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let children = state.supervisor.send(ListChildren).await.map_err(|e| {
         ApiError::unavailable("unavailable", "the supervisor did not answer", 1)
             .with_cause(e.to_string())
     })?;
-    Ok(HttpResponse::Ok().json(json!({ "children": children })))
+    Ok(HttpResponse::Ok().json(Children { children }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogLevel {
+    /// A level or env_logger filter: "debug", "warn,steward=trace".
     level: String,
 }
 
 /// `PUT /admin/log-level {"level": "debug"}`: changes the log filter of the running process.
+#[utoipa::path(
+    put,
+    path = "/admin/log-level",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = LogLevel,
+    responses(
+        (status = 200, description = "The filter now in force", body = LogLevel),
+        (status = 401, description = "No or a wrong admin token", body = ErrorEnvelope),
+        (status = 415, description = "Not application/json", body = ErrorEnvelope),
+        (status = 422, description = "Not a level or filter", body = ErrorEnvelope),
+    )
+)]
 pub async fn set_log_level(
     _: Admin,
     state: web::Data<AppState>,
@@ -76,5 +106,5 @@ pub async fn set_log_level(
         "log filter changed to {:?} through /admin/log-level",
         body.level
     );
-    Ok(HttpResponse::Ok().json(json!({ "level": body.level })))
+    Ok(HttpResponse::Ok().json(body.into_inner()))
 }

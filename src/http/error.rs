@@ -16,8 +16,9 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
 use steward_actors::StoreError;
+use utoipa::ToSchema;
 
 use super::request_id::RequestId;
 
@@ -36,6 +37,28 @@ struct Parts {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// What went wrong behind the scenes: logged with the request id, never sent.
     cause: Option<String>,
+}
+
+/// The body of every error response: `{"error": {...}}`. The envelope middleware writes it,
+/// and the OpenAPI document takes its schema from here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in words for people and a code for programs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_key`, `lock_held`, `unavailable`, ...
+    #[schema(value_type = String)]
+    pub code: Cow<'static, str>,
+    pub message: String,
+    /// The request's `X-Request-Id`, to find it in the logs.
+    pub request_id: String,
+    /// More, for some codes (readiness checks, a lock's retry delay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 /// What the envelope middleware needs to write an error body.
@@ -257,10 +280,14 @@ pub async fn envelope<B: MessageBody + 'static>(
         };
         log::log!(target: "steward::http", level, request_id = request_id.as_str(), code = body.code.as_ref(); "{}: {cause}", status.as_u16());
     }
-    let mut error = json!({"code": body.code, "message": body.message, "request_id": request_id});
-    if let Some(details) = body.details {
-        error["details"] = details;
-    }
+    let envelope = ErrorEnvelope {
+        error: ErrorDetail {
+            code: body.code,
+            message: body.message,
+            request_id,
+            details: body.details,
+        },
+    };
     let mut replacement = HttpResponse::build(status);
     if response.head().connection_type() == ConnectionType::Close {
         // The limits close the connection of a request they refused unread.
@@ -271,7 +298,7 @@ pub async fn envelope<B: MessageBody + 'static>(
             replacement.append_header((name.clone(), value.clone()));
         }
     }
-    let replacement = replacement.json(json!({ "error": error }));
+    let replacement = replacement.json(envelope);
     Ok(ServiceResponse::new(request, replacement).map_into_right_body())
 }
 

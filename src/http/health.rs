@@ -3,21 +3,51 @@
 use actix_web::{web, HttpResponse};
 use futures::future::join_all;
 use futures::FutureExt;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
+
+/// The body of a passing probe.
+#[derive(Serialize, ToSchema)]
+pub struct Probe {
+    /// "live"; for readiness "ready", or "degraded" while an optional store (Redis) is down.
+    status: &'static str,
+    /// Readiness only: each dependency's `status` ("up"/"down"), `latency_ms` and `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<Map<String, Value>>,
+}
 
 /// `GET /health/live`: 200 while the process serves HTTP. Deliberately checks nothing else: a
 /// store outage must not make the orchestrator restart every replica.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    responses((status = 200, description = "The process serves HTTP", body = Probe))
+)]
 pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "live"}))
+    HttpResponse::Ok().json(Probe {
+        status: "live",
+        checks: None,
+    })
 }
 
 /// `GET /health/ready`: 200 only when no shutdown is under way, no child is degraded, and every
 /// required store answers a ping within `health.timeout`; otherwise 503 naming what is wrong.
 /// A store that is down but not required (Redis, by default) turns the status to "degraded"
 /// without failing the probe.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready (or degraded)", body = Probe),
+        (status = 503, description = "Not ready: shutting down, a required store down, or a child degraded; the checks under `details`", body = ErrorEnvelope),
+    )
+)]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.readiness.is_shutting_down() {
         return Err(ApiError::unavailable(
@@ -61,7 +91,10 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         } else {
             "degraded"
         };
-        return Ok(HttpResponse::Ok().json(json!({"status": status, "checks": checks})));
+        return Ok(HttpResponse::Ok().json(Probe {
+            status,
+            checks: Some(checks),
+        }));
     }
     let mut reasons: Vec<String> = failing
         .iter()

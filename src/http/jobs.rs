@@ -5,28 +5,46 @@ use std::time::Duration;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
-use steward_actors::jobs::{Enqueue, GetJob, ListDead, RetryDead};
+use serde::{Deserialize, Serialize};
+use steward_actors::jobs::{DeadJob, Enqueue, GetJob, JobStatus, ListDead, RetryDead};
 use steward_actors::StoreError;
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::pagination::page_limit;
+use super::error::{ApiError, ErrorEnvelope};
+use super::openapi::JobId;
+use super::pagination::{page_limit, Page};
 use crate::state::AppState;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The longest a job can be delayed: a week.
 const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewJob {
+    /// A registered kind: `ledger.reconcile`, `ledger.statement`, ...
     kind: String,
+    /// Handed to the handler as is.
     #[serde(default)]
     payload: serde_json::Value,
+    /// `workers.max_attempts` when absent.
+    #[schema(minimum = 1, maximum = 25)]
     max_attempts: Option<u32>,
+    /// Run no earlier than this many ms from now (at most a week).
     #[serde(default)]
+    #[schema(maximum = 604800000)]
     delay_ms: u64,
+}
+
+/// A job accepted into the queue (or the one an earlier request with the same key created).
+#[derive(Serialize, ToSchema)]
+pub struct JobAccepted {
+    id: String,
+    /// Always "queued": follow the job at `Location`.
+    status: &'static str,
+    /// False when the `Idempotency-Key` named an existing job. Absent on a dead-letter retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<bool>,
 }
 
 fn not_found() -> ApiError {
@@ -44,6 +62,19 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
 
 /// `POST /v1/jobs {"kind", "payload", "max_attempts"?, "delay_ms"?}` with an optional
 /// `Idempotency-Key` (the same key answers with the same job): 202 with its id and Location.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "1-255 visible ASCII characters; the same key answers with the same job")),
+    request_body = NewJob,
+    responses(
+        (status = 202, description = "Queued", body = JobAccepted,
+            headers(("Location" = String, description = "/v1/jobs/{id}"))),
+        (status = 415, description = "Not application/json", body = ErrorEnvelope),
+        (status = 422, description = "Unknown kind, or max_attempts or delay_ms out of range", body = ErrorEnvelope),
+    )
+)]
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -106,10 +137,24 @@ pub async fn create(
         })?;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/jobs/{}", enqueued.id)))
-        .json(json!({"id": enqueued.id, "status": "queued", "created": enqueued.created})))
+        .json(JobAccepted {
+            id: enqueued.id,
+            status: "queued",
+            created: Some(enqueued.created),
+        }))
 }
 
 /// `GET /v1/jobs/{id}`: the status document.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(JobId),
+    responses(
+        (status = 200, description = "The job's status document", body = JobStatus),
+        (status = 404, description = "No such job (or its status expired)", body = ErrorEnvelope),
+    )
+)]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -126,14 +171,26 @@ pub async fn get(
         .ok_or_else(not_found)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeadQuery {
+    /// Items per page, 1-100; 20 when absent.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]+-[0-9]+$")]
     cursor: Option<String>,
 }
 
 /// `GET /v1/jobs/dead?limit=&cursor=`: dead letters, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/dead",
+    tag = "jobs",
+    params(DeadQuery),
+    responses((status = 200, description = "Dead letters, oldest first", body = Page<DeadJob>))
+)]
 pub async fn dead(
     state: web::Data<AppState>,
     query: web::Query<DeadQuery>,
@@ -162,10 +219,24 @@ pub async fn dead(
         .await??;
     let next = (items.len() > limit).then(|| items[limit - 1].entry.clone());
     items.truncate(limit);
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(Page {
+        items,
+        next_cursor: next,
+    }))
 }
 
 /// `POST /v1/jobs/dead/{id}/retry`: queues a dead job again with fresh attempts; 202.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/dead/{id}/retry",
+    tag = "jobs",
+    params(JobId),
+    responses(
+        (status = 202, description = "Queued again", body = JobAccepted,
+            headers(("Location" = String, description = "/v1/jobs/{id}"))),
+        (status = 404, description = "No such dead job", body = ErrorEnvelope),
+    )
+)]
 pub async fn retry(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -175,7 +246,11 @@ pub async fn retry(
     if state.jobs()?.send(RetryDead { id: id.clone() }).await?? {
         Ok(HttpResponse::Accepted()
             .insert_header((header::LOCATION, format!("/v1/jobs/{id}")))
-            .json(json!({"id": id, "status": "queued"})))
+            .json(JobAccepted {
+                id,
+                status: "queued",
+                created: None,
+            }))
     } else {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,

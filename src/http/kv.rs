@@ -6,8 +6,10 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use steward_actors::cache::{Delete, Get, Set};
+use utoipa::IntoParams;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
+use super::openapi::Key;
 use crate::state::AppState;
 
 /// The longest TTL a client may ask for: 30 days.
@@ -35,13 +37,24 @@ pub fn cache_key(key: &str) -> String {
     format!("kv:{key}")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PutQuery {
+    /// Seconds until the value expires, 1-2592000; `cache.kv_default_ttl` when absent.
+    #[param(minimum = 1, maximum = 2592000)]
     ttl: Option<u64>,
 }
 
 /// `PUT /v1/kv/{key}?ttl=<seconds>`: stores the body; 204.
+#[utoipa::path(
+    put,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(Key, PutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, any bytes up to `cache.max_value_size`"),
+    responses((status = 204, description = "Stored"))
+)]
 pub async fn put(
     state: web::Data<AppState>,
     key: web::Path<String>,
@@ -76,6 +89,16 @@ pub async fn put(
 }
 
 /// `GET /v1/kv/{key}`: 200 with the bytes, or 404.
+#[utoipa::path(
+    get,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(Key),
+    responses(
+        (status = 200, description = "The value, as stored", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 404, description = "No value under this key", body = ErrorEnvelope),
+    )
+)]
 pub async fn get(
     state: web::Data<AppState>,
     key: web::Path<String>,
@@ -105,6 +128,13 @@ pub fn value_response(value: Option<Vec<u8>>) -> Result<HttpResponse, ApiError> 
 }
 
 /// `DELETE /v1/kv/{key}`: 204, whether or not the key existed.
+#[utoipa::path(
+    delete,
+    path = "/v1/kv/{key}",
+    tag = "kv",
+    params(Key),
+    responses((status = 204, description = "Gone, whether or not it existed"))
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     key: web::Path<String>,

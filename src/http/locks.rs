@@ -5,29 +5,66 @@ use std::time::{Duration, SystemTime};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use steward_actors::lock::{Acquire, Acquired, Extend, Holder, Inspect, Release};
+use utoipa::ToSchema;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorEnvelope};
 use super::kv::valid_key;
+use super::openapi::LockName;
 use crate::state::AppState;
 
 const LOCK_TOKEN: HeaderName = HeaderName::from_static("lock-token");
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
+    /// Lease length in ms.
+    #[schema(minimum = 100, maximum = 600000)]
     ttl_ms: u64,
+    /// How long to wait (ms) while another holder has it; 0 answers at once.
     #[serde(default)]
+    #[schema(maximum = 30000)]
     wait_ms: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
+    /// The token the grant returned.
     token: String,
+    /// New lease length from now, in ms.
+    #[schema(minimum = 100, maximum = 600000)]
     ttl_ms: u64,
+}
+
+/// A granted lease.
+#[derive(Serialize, ToSchema)]
+pub struct LeaseGranted {
+    name: String,
+    /// Proves ownership for extend and release; keep it secret.
+    token: String,
+    /// Grows with every grant of this lock; storage can refuse writes with a smaller one.
+    fencing_token: i64,
+    /// RFC 3339, by the Redis server's clock.
+    expires_at: String,
+}
+
+/// A lease extended.
+#[derive(Serialize, ToSchema)]
+pub struct LeaseExtended {
+    name: String,
+    expires_at: String,
+}
+
+/// What anyone may know about a lock: never its token.
+#[derive(Serialize, ToSchema)]
+pub struct LockInfo {
+    name: String,
+    held: bool,
+    fencing_token: Option<i64>,
+    expires_in_ms: Option<i64>,
 }
 
 fn ttl(ms: u64) -> Result<Duration, ApiError> {
@@ -56,6 +93,19 @@ fn timestamp(unix_ms: i64) -> String {
 }
 
 /// `POST /v1/locks/{name} {"ttl_ms", "wait_ms"}`: 201 with the lease, or 409 `lock_held`.
+#[utoipa::path(
+    post,
+    path = "/v1/locks/{name}",
+    tag = "locks",
+    params(LockName),
+    request_body = AcquireBody,
+    responses(
+        (status = 201, description = "Granted", body = LeaseGranted),
+        (status = 409, description = "Held by another (`Retry-After`, `details.retry_after_ms`)", body = ErrorEnvelope),
+        (status = 415, description = "Not application/json", body = ErrorEnvelope),
+        (status = 422, description = "ttl_ms or wait_ms out of range", body = ErrorEnvelope),
+    )
+)]
 pub async fn acquire(
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -76,12 +126,12 @@ pub async fn acquire(
         holder: Holder::Client,
     };
     match state.locks()?.send(acquire).await?? {
-        Acquired::Granted(lease) => Ok(HttpResponse::Created().json(json!({
-            "name": lease.name,
-            "token": lease.token,
-            "fencing_token": lease.fencing_token,
-            "expires_at": timestamp(lease.expires_at_ms),
-        }))),
+        Acquired::Granted(lease) => Ok(HttpResponse::Created().json(LeaseGranted {
+            name: lease.name,
+            token: lease.token,
+            fencing_token: lease.fencing_token,
+            expires_at: timestamp(lease.expires_at_ms),
+        })),
         Acquired::Held { retry_after } => {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             Err(ApiError::new(
@@ -96,6 +146,19 @@ pub async fn acquire(
 }
 
 /// `PUT /v1/locks/{name} {"token", "ttl_ms"}`: 200 with the new expiry, or 409.
+#[utoipa::path(
+    put,
+    path = "/v1/locks/{name}",
+    tag = "locks",
+    params(LockName),
+    request_body = ExtendBody,
+    responses(
+        (status = 200, description = "Extended", body = LeaseExtended),
+        (status = 409, description = "The token does not hold the lock", body = ErrorEnvelope),
+        (status = 415, description = "Not application/json", body = ErrorEnvelope),
+        (status = 422, description = "ttl_ms out of range", body = ErrorEnvelope),
+    )
+)]
 pub async fn extend(
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -109,15 +172,25 @@ pub async fn extend(
         ttl: ttl(ttl_ms)?,
     };
     match state.locks()?.send(extend).await?? {
-        Some(expires_at_ms) => Ok(HttpResponse::Ok().json(json!({
-            "name": name.into_inner(),
-            "expires_at": timestamp(expires_at_ms),
-        }))),
+        Some(expires_at_ms) => Ok(HttpResponse::Ok().json(LeaseExtended {
+            name: name.into_inner(),
+            expires_at: timestamp(expires_at_ms),
+        })),
         None => Err(not_owner()),
     }
 }
 
 /// `DELETE /v1/locks/{name}` with `Lock-Token`: 204, or 409 when the token does not hold it.
+#[utoipa::path(
+    delete,
+    path = "/v1/locks/{name}",
+    tag = "locks",
+    params(LockName, ("Lock-Token" = String, Header, min_length = 1, description = "The token the grant returned")),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 409, description = "The token does not hold the lock", body = ErrorEnvelope),
+    )
+)]
 pub async fn release(
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -145,6 +218,13 @@ pub async fn release(
 
 /// `GET /v1/locks/{name}`: whether it is held, its fencing token and time left (never the
 /// token).
+#[utoipa::path(
+    get,
+    path = "/v1/locks/{name}",
+    tag = "locks",
+    params(LockName),
+    responses((status = 200, description = "The lock's state", body = LockInfo))
+)]
 pub async fn inspect(
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -154,10 +234,10 @@ pub async fn inspect(
         .locks()?
         .send(Inspect { name: name.clone() })
         .await??;
-    Ok(HttpResponse::Ok().json(json!({
-        "name": name.into_inner(),
-        "held": lock.held,
-        "fencing_token": lock.fencing_token,
-        "expires_in_ms": lock.expires_in_ms,
-    })))
+    Ok(HttpResponse::Ok().json(LockInfo {
+        name: name.into_inner(),
+        held: lock.held,
+        fencing_token: lock.fencing_token,
+        expires_in_ms: lock.expires_in_ms,
+    }))
 }

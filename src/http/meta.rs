@@ -4,24 +4,48 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::{web, HttpResponse};
 use prometheus::{Encoder, TextEncoder};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::error::ApiError;
 use crate::state::AppState;
 
+/// What is running.
+#[derive(Serialize, ToSchema)]
+pub struct Version {
+    name: &'static str,
+    version: &'static str,
+    /// Short commit hash of the build, "unknown" outside a git checkout.
+    git_commit: &'static str,
+    /// RFC 3339.
+    build_time: String,
+}
+
 /// `GET /version`: what is running, so an operator can tell replicas of a rollout apart.
+#[utoipa::path(
+    get,
+    path = "/version",
+    tag = "meta",
+    responses((status = 200, description = "The build", body = Version))
+)]
 pub async fn version() -> HttpResponse {
     let built = SystemTime::UNIX_EPOCH
         + Duration::from_secs(env!("STEWARD_BUILD_UNIX").parse().unwrap_or(0));
-    HttpResponse::Ok().json(json!({
-        "name": env!("CARGO_PKG_NAME"),
-        "version": env!("CARGO_PKG_VERSION"),
-        "git_commit": env!("STEWARD_GIT_COMMIT"),
-        "build_time": humantime::format_rfc3339_seconds(built).to_string(),
-    }))
+    HttpResponse::Ok().json(Version {
+        name: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+        git_commit: env!("STEWARD_GIT_COMMIT"),
+        build_time: humantime::format_rfc3339_seconds(built).to_string(),
+    })
 }
 
 /// `GET /metrics`: the registry in Prometheus text format, process metrics included.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();

@@ -13,6 +13,7 @@ mod limits;
 mod locks;
 mod meta;
 mod observe;
+mod openapi;
 mod pagination;
 mod ratelimit;
 pub mod request_id;
@@ -97,6 +98,7 @@ fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(meta::metrics)))
         .service(web::resource("/version").route(web::get().to(meta::version)))
+        .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
         .service(
             web::resource("/v1/kv/{key}")
                 .route(web::get().to(kv::get))

@@ -1,15 +1,28 @@
 //! Keyset pagination parameters shared by the list endpoints.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 
 /// `?limit=&cursor=` as sent.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Items per page, 1-100; 20 when absent.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page; the first page when absent.
+    #[param(pattern = "^c[0-9a-f]{1,16}$")]
     cursor: Option<String>,
+}
+
+/// One page of a list: its items, and the cursor of the next page (absent on the last).
+#[derive(Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
 }
 
 /// A validated page request: how many items, and the key to continue from.

@@ -6,8 +6,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use steward_actors::cache::Delete;
 
 use super::accounts::cache_key;
-use super::error::ApiError;
-use crate::ledger::{self, TransferAnswer, TransferRefusal, TransferRequest};
+use super::error::{ApiError, ErrorEnvelope};
+use crate::ledger::{self, Transfer, TransferAnswer, TransferRefusal, TransferRequest};
 use crate::state::AppState;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -34,6 +34,21 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
 }
 
 /// `POST /v1/transfers {"from", "to", "amount"}` with `Idempotency-Key`.
+#[utoipa::path(
+    post,
+    path = "/v1/transfers",
+    tag = "transfers",
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, description = "1-255 visible ASCII characters; the same key with the same request returns the first answer again")),
+    request_body = TransferRequest,
+    responses(
+        (status = 201, description = "Moved (or the replay of the first answer to this key)", body = Transfer,
+            headers(("Idempotent-Replayed" = String, description = "true when this is a replay"))),
+        (status = 404, description = "An account does not exist", body = ErrorEnvelope),
+        (status = 409, description = "Insufficient funds", body = ErrorEnvelope),
+        (status = 415, description = "Not application/json", body = ErrorEnvelope),
+        (status = 422, description = "Invalid amount or accounts, or the key was used with another request", body = ErrorEnvelope),
+    )
+)]
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,

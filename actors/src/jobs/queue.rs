@@ -102,6 +102,7 @@ return 1
 "#;
 
 /// A job's status document, as `GET /v1/jobs/{id}` shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct JobStatus {
     pub id: String,
@@ -120,6 +121,7 @@ pub struct JobStatus {
 }
 
 /// A dead letter.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct DeadJob {
     pub id: String,
