@@ -58,6 +58,11 @@ fn args() -> Args {
     args
 }
 
+/// The Markdown delimiter row under `header`.
+fn separator(header: &str) -> String {
+    "|---".repeat(header.matches('|').count() - 1) + "|"
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = args();
@@ -74,8 +79,7 @@ async fn main() {
             "\nFault matrix: each fault {} s under {} clients (release build, fresh process each)\n",
             args.fault_secs, args.clients
         );
-        println!("{}", Report::HEADER);
-        println!("{}", "|---".repeat(15) + "|");
+        println!("{}\n{}", Report::HEADER, separator(Report::HEADER));
         let mut details = Vec::new();
         for fault in Fault::ALL {
             let mut rig = Rig::start(&VARS).await;
@@ -93,8 +97,7 @@ async fn main() {
             "\nShutdown under load: {} clients, drain_delay 1 s (release build)\n",
             args.rollout_clients
         );
-        println!("{}", Outcome::HEADER);
-        println!("{}", "|---".repeat(14) + "|");
+        println!("{}\n{}", Outcome::HEADER, separator(Outcome::HEADER));
         let fleet = Fleet::new(&VARS).await;
         let stop = fleet.stop_under_load(args.rollout_clients).await;
         println!("{}", stop.row("SIGTERM under load"));
@@ -104,6 +107,17 @@ async fn main() {
         for outcome in [&stop, &roll] {
             for sample in &outcome.tally.samples {
                 println!("- 5xx: {sample}");
+            }
+            for (n, disorderly) in outcome
+                .stops
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.orderly())
+            {
+                println!(
+                    "- stop {n} not orderly: exit {:?}, phases {:?}",
+                    disorderly.exit_code, disorderly.phases
+                );
             }
         }
     }

@@ -34,15 +34,15 @@ async fn run(fault: Fault) -> Report {
 fn assert_promises_kept(report: &Report, fault: Fault) {
     let row = report.row();
     assert!(report.alive, "the process exited: {row}");
-    assert!(report.sent > 0, "no load was sent: {row}");
+    assert!(report.tally.sent > 0, "no load was sent: {row}");
     let unexpected_5xx = report.count_in(500..600) - report.count(503) - report.count(504);
     assert_eq!(unexpected_5xx, 0, "a 5xx other than 503/504: {row}");
     assert_eq!(
-        report.transport_errors, 0,
+        report.tally.transport_errors, 0,
         "requests without an answer: {row}"
     );
     assert_eq!(
-        report.unavailable_without_retry_after, 0,
+        report.tally.unavailable_without_retry_after, 0,
         "503/504 without Retry-After: {row}"
     );
     if fault.must_flip() {

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::eventually;
+use common::load::job_states;
 use common::service::{binary, Service};
 use futures::StreamExt;
 use nix::sys::signal::Signal;
@@ -261,27 +262,6 @@ async fn migrate_subcommand_is_safe_to_run_concurrently() {
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .unwrap();
-}
-
-/// Job statuses straight from Redis, and how often `test.record` completed each job.
-async fn job_states(prefix: &str, ids: &[String]) -> Vec<(String, u64)> {
-    let client = redis::Client::open(common::redis_url().as_str()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.cmd("HGET")
-            .arg(format!("{prefix}job:{id}"))
-            .arg("status");
-        pipe.cmd("GET").arg(format!("{prefix}test:done:{id}"));
-    }
-    let replies: Vec<Option<String>> = pipe.query_async(&mut redis).await.unwrap();
-    replies
-        .chunks(2)
-        .map(|pair| {
-            let done = pair[1].as_deref().map_or(0, |v| v.parse().unwrap());
-            (pair[0].clone().unwrap_or_default(), done)
-        })
-        .collect()
 }
 
 async fn enqueue_record(client: &reqwest::Client, service: &Service, sleep_ms: u64) -> String {

@@ -3,7 +3,6 @@
 //! clients loop over kv writes and reads, account reads, transfers, lock cycles and job
 //! enqueues while a fault is applied and lifted, and a sampler polls `/health/ready`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio_postgres::NoTls;
 
-use super::load::{open_accounts, settle_jobs, Load, OPENING_BALANCE};
+use super::load::{open_accounts, settle_jobs, Load, Tally, OPENING_BALANCE};
 use super::proxy::TcpProxy;
 use super::service::Service;
 use super::{database_url, redis_url, TestDb, ADMIN_TOKEN};
@@ -93,14 +92,8 @@ pub struct Timing {
 #[derive(Debug, Default)]
 pub struct Report {
     pub fault: &'static str,
-    pub sent: u64,
-    pub statuses: BTreeMap<u16, u64>,
-    /// Answers other than 2xx, by kind of request and status (or 0: no answer).
-    pub refusals: BTreeMap<(&'static str, u16), u64>,
-    /// Requests that got no HTTP answer at all (connection refused, reset, client timeout).
-    pub transport_errors: u64,
-    /// 503 and 504 answers without `Retry-After`.
-    pub unavailable_without_retry_after: u64,
+    /// What the load saw.
+    pub tally: Tally,
     /// From the fault's start until readiness left "ready" (sampled every 50 ms).
     pub flipped_after: Option<Duration>,
     /// From the fault's end until readiness is "ready" again and every kind of request has
@@ -113,25 +106,19 @@ pub struct Report {
     pub ledger_whole: bool,
     /// Transfers answered 201 that are not in the database.
     pub lost_transfers: usize,
-    pub acknowledged_transfers: usize,
     /// Jobs answered 202 that did not succeed by the end of the settle time.
     pub unfinished_jobs: usize,
     /// Jobs whose side effect ran more than once.
     pub repeated_jobs: usize,
-    pub acknowledged_jobs: usize,
 }
 
 impl Report {
     pub fn count(&self, status: u16) -> u64 {
-        self.statuses.get(&status).copied().unwrap_or(0)
+        self.tally.count_in(status..status + 1)
     }
 
     pub fn count_in(&self, range: std::ops::Range<u16>) -> u64 {
-        self.statuses
-            .iter()
-            .filter(|(status, _)| range.contains(status))
-            .map(|(_, n)| n)
-            .sum()
+        self.tally.count_in(range)
     }
 
     pub const HEADER: &'static str = "| fault | sent | 2xx | 4xx | 503 | 504 | 500 | no answer | ready flipped | recovered | restarts | alive | ledger | transfers lost/acked | jobs unfinished/repeated/acked |";
@@ -139,6 +126,7 @@ impl Report {
     /// The non-2xx answers by kind of request, as `kind status×count` pairs.
     pub fn refusals(&self) -> String {
         let pairs: Vec<String> = self
+            .tally
             .refusals
             .iter()
             .map(|((kind, status), n)| format!("{kind} {status}×{n}"))
@@ -153,23 +141,23 @@ impl Report {
         format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{}/{} |",
             self.fault,
-            self.sent,
+            self.tally.sent,
             self.count_in(200..300),
             self.count_in(400..500),
             self.count(503),
             self.count(504),
             self.count(500),
-            self.transport_errors,
+            self.tally.transport_errors,
             ms(self.flipped_after),
             ms(self.recovered_after),
             self.restarts,
             if self.alive { "yes" } else { "NO" },
             if self.ledger_whole { "whole" } else { "BROKEN" },
             self.lost_transfers,
-            self.acknowledged_transfers,
+            self.tally.transfers.len(),
             self.unfinished_jobs,
             self.repeated_jobs,
-            self.acknowledged_jobs,
+            self.tally.jobs.len(),
         )
     }
 }
@@ -354,16 +342,9 @@ impl Rig {
 
         let mut report = Report {
             fault: fault.name(),
-            sent: tally.sent,
-            statuses: tally.statuses,
-            refusals: tally.refusals,
-            transport_errors: tally.transport_errors,
-            unavailable_without_retry_after: tally.unavailable_without_retry_after,
             flipped_after,
             recovered_after,
             restarts: self.restarts().await.saturating_sub(restarts_before),
-            acknowledged_transfers: tally.transfers.len(),
-            acknowledged_jobs: tally.jobs.len(),
             ..Report::default()
         };
         self.check_ledger(&accounts, &tally.transfers, &mut report)
@@ -372,6 +353,7 @@ impl Rig {
         (report.unfinished_jobs, report.repeated_jobs) =
             settle_jobs(&self.prefix, &tally.jobs, jobs_deadline).await;
         report.alive = self.service.running();
+        report.tally = tally;
         report
     }
 

@@ -77,7 +77,7 @@ pub async fn job_states(prefix: &str, ids: &[String]) -> Vec<(String, u64)> {
 const KINDS: [&str; 6] = ["kv.put", "kv.get", "account.get", "transfer", "lock", "job"];
 
 /// What the load saw.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Tally {
     pub sent: u64,
     pub statuses: BTreeMap<u16, u64>,

@@ -29,6 +29,8 @@ pub struct Service {
     child: Child,
     pub addr: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread collecting `lines`; joined on exit, so the log is complete by then.
+    reader: Option<std::thread::JoinHandle<()>>,
     /// The database it owns, dropped with it; `None` when it runs on one the caller owns.
     _db: Option<TestDb>,
 }
@@ -61,7 +63,7 @@ impl Service {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let collected = Arc::clone(&lines);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 collected.lock().unwrap().push(line);
             }
@@ -70,6 +72,7 @@ impl Service {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
             lines,
+            reader: Some(reader),
             _db: None,
         };
         let line = service.wait_for_line("listening addr=").await;
@@ -121,6 +124,10 @@ impl Service {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // The last lines (the final shutdown phases) may still be in the pipe.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             if Instant::now() > deadline {
