@@ -68,10 +68,15 @@ fn assert_promises_kept(report: &Report, fault: Fault) {
         report.unfinished_jobs, 0,
         "acknowledged jobs not done: {row}"
     );
-    assert_eq!(
-        report.repeated_jobs, 0,
-        "jobs whose effect ran twice: {row}"
-    );
+    // The queue lives in Redis and delivers at least once: a job that finished just as Redis
+    // failed, before its completion was recorded, runs again (the job kinds are idempotent).
+    // No other fault may repeat a job.
+    if !fault.hits_redis() {
+        assert_eq!(
+            report.repeated_jobs, 0,
+            "jobs whose effect ran twice: {row}"
+        );
+    }
 }
 
 #[tokio::test]

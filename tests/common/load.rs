@@ -177,7 +177,6 @@ impl Load {
             let _ = task.await;
         }
         Arc::try_unwrap(self.tally)
-            .ok()
             .expect("every client stopped")
             .into_inner()
             .unwrap()
