@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::service::Service;
 use common::{error_code, spawn_app, TestApp};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,8 +15,13 @@ use tokio::net::TcpStream;
 
 /// Sends `head` on a raw connection, then `body` one byte at a time every `pause`, and returns
 /// what the server answered (until it closed the connection) and when it closed.
-async fn trickle(app: &TestApp, head: &[u8], body: &[u8], pause: Duration) -> (String, Duration) {
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+async fn trickle(
+    addr: SocketAddr,
+    head: &[u8],
+    body: &[u8],
+    pause: Duration,
+) -> (String, Duration) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     let started = Instant::now();
     stream.write_all(head).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
@@ -43,6 +50,11 @@ async fn kv_status(app: &TestApp, key: &str) -> u16 {
     app.status(&format!("/v1/kv/{key}")).await
 }
 
+async fn kv_status_at(http: &reqwest::Client, service: &Service, key: &str) -> u16 {
+    let url = service.url(&format!("/v1/kv/{key}"));
+    http.get(url).send().await.unwrap().status().as_u16()
+}
+
 async fn account_count(app: &TestApp) -> i64 {
     app.sql()
         .await
@@ -56,7 +68,7 @@ async fn account_count(app: &TestApp) -> i64 {
 async fn a_trickled_body_gets_a_json_408_closes_and_stores_nothing() {
     let app = spawn_app().await;
     let head = b"PUT /v1/kv/trickled HTTP/1.1\r\nHost: steward\r\nContent-Length: 100\r\n\r\n";
-    let (answer, took) = trickle(&app, head, &[b'x'; 100], Duration::from_millis(200)).await;
+    let (answer, took) = trickle(app.addr, head, &[b'x'; 100], Duration::from_millis(200)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
     assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
@@ -65,12 +77,72 @@ async fn a_trickled_body_gets_a_json_408_closes_and_stores_nothing() {
     assert_eq!(kv_status(&app, "trickled").await, 404);
 }
 
+/// The process's resident memory, from its own `/metrics`.
+async fn resident_bytes(http: &reqwest::Client, service: &Service) -> f64 {
+    let text = http
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+        .expect("process metrics")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_slow_clients_are_cut_off_and_cost_little_memory() {
+    let service = Service::start(&[]).await;
+    let http = reqwest::Client::new();
+    let before = resident_bytes(&http, &service).await;
+    // Half announce a 1 MiB body and trickle it, half never finish their head.
+    let clients = (0..300).map(|n| {
+        let addr = service.addr;
+        tokio::spawn(async move {
+            let (head, body): (&[u8], &[u8]) = if n % 2 == 0 {
+                (
+                    b"PUT /v1/kv/slow HTTP/1.1\r\nHost: s\r\nContent-Length: 1048576\r\n\r\n",
+                    &[b'x'; 64],
+                )
+            } else {
+                (
+                    b"GET /v1/kv/slow HTTP/1.1\r\nHost: s\r\n",
+                    b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                )
+            };
+            trickle(addr, head, body, Duration::from_millis(100)).await
+        })
+    });
+    let mut slow_attack = futures::future::join_all(clients);
+    // Meanwhile everyone else is served.
+    let served = http.get(service.url("/version")).send().await.unwrap();
+    assert_eq!(served.status().as_u16(), 200);
+    let during = resident_bytes(&http, &service).await;
+    for outcome in (&mut slow_attack).await {
+        let (answer, took) = outcome.unwrap();
+        // body_timeout and client_request_timeout are 2 s in the test configuration; the
+        // trickles would have taken 6.4 s.
+        assert!(took < Duration::from_secs(6), "{took:?}: {answer}");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+    }
+    let grown = (during.max(resident_bytes(&http, &service).await) - before) / 1_048_576.0;
+    assert!(grown < 64.0, "300 slow clients cost {grown:.1} MiB");
+    assert_eq!(kv_status_at(&http, &service, "slow").await, 404);
+}
+
 #[actix_rt::test]
 async fn a_trickled_head_is_cut_off() {
     let app = spawn_app().await;
     let head = b"GET /v1/kv/x HTTP/1.1\r\nHost: steward\r\n";
     let (answer, took) = trickle(
-        &app,
+        app.addr,
         head,
         b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         Duration::from_millis(200),
