@@ -46,12 +46,8 @@ async fn trickle(
     )
 }
 
-async fn kv_status(app: &TestApp, key: &str) -> u16 {
-    app.status(&format!("/v1/kv/{key}")).await
-}
-
-async fn kv_status_at(http: &reqwest::Client, service: &Service, key: &str) -> u16 {
-    let url = service.url(&format!("/v1/kv/{key}"));
+/// The status of `GET url`, to check what a refused request left stored.
+async fn status(http: &reqwest::Client, url: String) -> u16 {
     http.get(url).send().await.unwrap().status().as_u16()
 }
 
@@ -74,20 +70,15 @@ async fn a_trickled_body_gets_a_json_408_closes_and_stores_nothing() {
     assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
     // body_timeout is 2 s in the test configuration; 100 bytes would have taken 20 s.
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert_eq!(kv_status(&app, "trickled").await, 404);
+    assert_eq!(status(&app.client, app.url("/v1/kv/trickled")).await, 404);
 }
 
 /// The process's resident memory, from its own `/metrics`.
 async fn resident_bytes(http: &reqwest::Client, service: &Service) -> f64 {
-    let text = http
-        .get(service.url("/metrics"))
-        .send()
+    service
+        .metrics(http)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
         .expect("process metrics")
         .parse()
@@ -134,7 +125,7 @@ async fn hundreds_of_slow_clients_are_cut_off_and_cost_little_memory() {
     }
     let grown = (during.max(resident_bytes(&http, &service).await) - before) / 1_048_576.0;
     assert!(grown < 64.0, "300 slow clients cost {grown:.1} MiB");
-    assert_eq!(kv_status_at(&http, &service, "slow").await, 404);
+    assert_eq!(status(&http, service.url("/v1/kv/slow")).await, 404);
 }
 
 #[actix_rt::test]
@@ -210,7 +201,7 @@ async fn huge_bodies_are_refused_with_413_and_store_nothing() {
         .await
         .unwrap();
     assert_eq!(error_code(response).await.0, 413);
-    assert_eq!(kv_status(&app, "huge").await, 404);
+    assert_eq!(status(&app.client, app.url("/v1/kv/huge")).await, 404);
 
     let name = "n".repeat(100_000);
     let response = app

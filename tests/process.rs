@@ -24,14 +24,7 @@ async fn until_in_flight(service: &Service, client: &reqwest::Client) {
         Duration::from_secs(5),
         "the slow request is in flight",
         || async {
-            let text = client
-                .get(service.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = service.metrics(client).await;
             text.lines().any(|l| l == "http_requests_in_flight 2")
         },
     )

@@ -14,53 +14,54 @@ use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
-use actix_web::HttpMessage;
+use actix_web::{HttpMessage, HttpResponse};
 use futures::{Stream, StreamExt};
 
 use super::error::ApiError;
 
-/// Middleware: a request whose head (request line and headers) is larger than `limit` bytes
-/// gets a JSON 431 and its connection closed. actix-web itself reads up to 128 KiB of head
-/// and refuses more than 96 headers (a bare 431), so this is where the configured, smaller
-/// limit holds; it runs before any handler, extractor or store sees the request.
-pub async fn head_limit(
-    limit: usize,
-    req: ServiceRequest,
+/// The limits this middleware enforces (`server.max_head_size`, `server.body_timeout`).
+#[derive(Clone, Copy)]
+pub struct RequestLimits {
+    pub max_head_size: usize,
+    pub body_timeout: Duration,
+}
+
+/// Middleware, before rate limiting and any handler:
+///
+/// - a request whose head (request line and headers) is larger than `max_head_size` gets a
+///   JSON 431. actix-web itself reads up to 128 KiB of head and refuses more than 96 headers
+///   (a bare 431), so this is where the configured, smaller limit holds;
+/// - the body must arrive within `body_timeout` of the head. actix-web bounds the head
+///   (`client_request_timeout`, 408) but not the body, so a client could send a large
+///   Content-Length and then one byte a minute, holding a connection indefinitely. Past the
+///   deadline the extractor sees a payload error, and the answer becomes a JSON 408.
+///
+/// Both refusals close the connection (the rest of what the client sends is never read).
+/// Requests without a body pay for no timer.
+pub async fn request_limits(
+    limits: RequestLimits,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let size = req.uri().to_string().len()
+    let head = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(0, |pq| pq.as_str().len())
         + req
             .headers()
             .iter()
             // "name: value\r\n"
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>();
-    if size <= limit {
-        return Ok(next.call(req).await?.map_into_left_body());
+    if head > limits.max_head_size {
+        let refusal = refuse(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "head_too_large",
+            format!(
+                "the request line and headers are at most {} bytes",
+                limits.max_head_size
+            ),
+        ));
+        return Ok(req.into_response(refusal).map_into_right_body());
     }
-    let error = ApiError::new(
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        "head_too_large",
-        format!("the request line and headers are at most {limit} bytes"),
-    );
-    let mut response = actix_web::ResponseError::error_response(&error);
-    response
-        .head_mut()
-        .set_connection_type(ConnectionType::Close);
-    Ok(req.into_response(response).map_into_right_body())
-}
-
-/// Middleware: the body must arrive within `limit` of the head. actix-web bounds the head
-/// (`client_request_timeout`, 408) but not the body, so a client could send a large
-/// Content-Length and then one byte a minute, holding a connection and a worker's attention
-/// indefinitely. Past the deadline the extractor sees a payload error, and the answer becomes
-/// a JSON 408 that closes the connection (the rest of the body is never read). Requests
-/// without a body pay nothing.
-pub async fn body_deadline(
-    limit: Duration,
-    mut req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let headers = req.headers();
     let has_body = headers.contains_key(TRANSFER_ENCODING)
         || headers
@@ -71,7 +72,7 @@ pub async fn body_deadline(
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let expired = Rc::new(Cell::new(false));
-    let payload = bounded(req.take_payload(), limit, Rc::clone(&expired));
+    let payload = bounded(req.take_payload(), limits.body_timeout, Rc::clone(&expired));
     req.set_payload(Payload::Stream {
         payload: Box::pin(payload),
     });
@@ -79,20 +80,25 @@ pub async fn body_deadline(
     if !expired.get() {
         return Ok(response.map_into_left_body());
     }
-    let error = ApiError::new(
+    let refusal = refuse(ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         "body_timeout",
         format!(
             "the request body did not arrive within {} ms",
-            limit.as_millis()
+            limits.body_timeout.as_millis()
         ),
-    );
+    ));
     let (request, _) = response.into_parts();
+    Ok(ServiceResponse::new(request, refusal).map_into_right_body())
+}
+
+/// The response for a request refused unread: its connection cannot be reused.
+fn refuse(error: ApiError) -> HttpResponse {
     let mut response = actix_web::ResponseError::error_response(&error);
     response
         .head_mut()
         .set_connection_type(ConnectionType::Close);
-    Ok(ServiceResponse::new(request, response).map_into_right_body())
+    response
 }
 
 /// `payload`, ending with a timed-out error (and `expired` set) once `limit` has passed.

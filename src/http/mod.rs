@@ -47,7 +47,10 @@ pub fn server(
     let direct = web::Data::from(std::sync::Arc::clone(&state.direct));
     let data = web::Data::new(state);
     let limits = settings.clone();
-    let (body_timeout, max_head_size) = (settings.body_timeout, settings.max_head_size);
+    let request_limits = limits::RequestLimits {
+        max_head_size: settings.max_head_size,
+        body_timeout: settings.body_timeout,
+    };
     let mut server = HttpServer::new(move || {
         let app = App::new()
             .app_data(data.clone())
@@ -67,12 +70,9 @@ pub fn server(
         app.default_service(web::to(error::no_route))
             // Outermost last: the request id exists before anything logs, the envelope is
             // written (for a 429 too) before the telemetry sees the final status.
-            .wrap(from_fn(move |req, next| {
-                limits::body_deadline(body_timeout, req, next)
-            }))
             .wrap(from_fn(ratelimit::rate_limit))
             .wrap(from_fn(move |req, next| {
-                limits::head_limit(max_head_size, req, next)
+                limits::request_limits(request_limits, req, next)
             }))
             .wrap(from_fn(error::envelope))
             .wrap(from_fn(security::security_headers))

@@ -211,12 +211,7 @@ impl Rig {
             .timeout(Duration::from_secs(15))
             .build()
             .unwrap();
-        let ready = service.url("/health/ready");
-        super::eventually(Duration::from_secs(10), "steward is ready", || async {
-            let response = client.get(&ready).send().await;
-            response.is_ok_and(|r| r.status().is_success())
-        })
-        .await;
+        service.until_ready(&client).await;
         Self {
             service,
             _db: db,

@@ -156,16 +156,7 @@ impl Fleet {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let service = Service::start_on(&self.db.url, &vars).await;
-        let ready = service.url("/health/ready");
-        super::eventually(
-            Duration::from_secs(10),
-            "the new process is ready",
-            || async {
-                let response = self.http.get(&ready).send().await;
-                response.is_ok_and(|r| r.status().is_success())
-            },
-        )
-        .await;
+        service.until_ready(&self.http).await;
         service
     }
 

@@ -111,6 +111,22 @@ impl Service {
         }
     }
 
+    /// Its `/metrics` text.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        let response = http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// Waits (up to 10 s) until `/health/ready` answers 200.
+    pub async fn until_ready(&self, http: &reqwest::Client) {
+        let ready = self.url("/health/ready");
+        super::eventually(Duration::from_secs(10), "steward is ready", || async {
+            let response = http.get(&ready).send().await;
+            response.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+
     /// Whether the process has not exited yet.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
