@@ -9,7 +9,7 @@ use serde_json::json;
 use steward_actors::cache::Set;
 use steward_actors::db::{Param, Query};
 use steward_actors::jobs::{JobContext, JobError, JobHandler, Registry};
-use steward_actors::lock::{Acquire, Acquired, Holder, Release};
+use steward_actors::lock::{Acquire, Acquired, Holder, LockName, Release};
 use steward_actors::{Slot, StoreError};
 
 /// The handlers this service runs.
@@ -62,7 +62,7 @@ impl JobHandler for Reconcile {
         async move {
             let locks = current(&job.stores.locks)?;
             let acquire = Acquire {
-                name: "ledger.reconcile".into(),
+                name: LockName::service("ledger.reconcile"),
                 ttl: Duration::from_secs(30),
                 wait: Duration::ZERO,
                 holder: Holder::Process {
@@ -73,9 +73,11 @@ impl JobHandler for Reconcile {
                 Acquired::Granted(lease) => lease,
                 Acquired::Held { .. } => return Err(JobError::Retryable("another reconcile is running".into())),
             };
+            // Summed as numeric: two balances near i64::MAX already overflow a bigint sum,
+            // which would let two requests disable this check for good.
             let sums = Query {
                 name: "ledger_sums",
-                sql: "SELECT coalesce(sum(balance), 0)::bigint, coalesce(sum(initial_balance), 0)::bigint, count(*) FROM accounts",
+                sql: "SELECT coalesce(sum(balance), 0)::numeric::text, coalesce(sum(initial_balance), 0)::numeric::text, count(*) FROM accounts",
                 params: Vec::new(),
             };
             let outcome = match current(&job.stores.db) {
@@ -86,14 +88,22 @@ impl JobHandler for Reconcile {
                 name: lease.name.clone(),
                 token: lease.token.clone(),
             };
-            let _ = locks.send(release).await;
+            match locks.send(release).await {
+                Ok(Ok(true)) => {}
+                // The lease stays tracked (and renewed) by the lock actor until it is released
+                // at shutdown or its keep-alive cap runs out; the next reconcile waits for it.
+                Ok(Ok(false)) => log::warn!(target: "steward::jobs", "reconcile: lock {} was no longer held at release", lease.name),
+                Ok(Err(error)) => log::warn!(target: "steward::jobs", "reconcile: could not release lock {}: {error}", lease.name),
+                Err(error) => log::warn!(target: "steward::jobs", "reconcile: could not release lock {}: {error}", lease.name),
+            }
             let rows = outcome?;
             let row = rows.first().ok_or_else(|| JobError::Retryable("no sums".into()))?;
-            let (balances, initial, accounts): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let (balances, initial, accounts): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
             let holds = balances == initial;
             if !holds {
                 log::error!(target: "steward::jobs", "ledger invariant broken: balances {balances} != initial {initial}");
             }
+            // The sums are decimal strings: they can exceed what a JSON number holds exactly.
             Ok(json!({
                 "holds": holds,
                 "sum_balances": balances,

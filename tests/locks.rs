@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::{error_code, eventually, spawn_app, TestApp};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use steward_actors::lock::{Acquire, Acquired, Holder, Lease};
+use steward_actors::lock::{Acquire, Acquired, Holder, Inspect, Lease, LockName};
 use steward_actors::supervisor::Shutdown;
 use steward_actors::ShutdownReason;
 
@@ -166,10 +166,11 @@ async fn bad_lock_requests_get_the_documented_4xx() {
     assert_eq!(state["held"], false);
 }
 
-/// Acquires through the lock actor directly, as code inside the process does.
+/// Acquires a lock of the service's own namespace through the lock actor, as code inside the
+/// process does.
 async fn hold(app: &TestApp, name: &str, ttl: Duration, keep_alive: Option<Duration>) -> Lease {
     let acquire = Acquire {
-        name: name.to_owned(),
+        name: LockName::service(name),
         ttl,
         wait: Duration::ZERO,
         holder: Holder::Process { keep_alive },
@@ -190,6 +191,15 @@ async fn hold(app: &TestApp, name: &str, ttl: Duration, keep_alive: Option<Durat
     }
 }
 
+/// Whether the service's own lock `name` is held.
+async fn service_lock_held(app: &TestApp, name: &str) -> bool {
+    let inspect = Inspect {
+        name: LockName::service(name),
+    };
+    let locks = app.app.stores.locks.get().unwrap();
+    locks.send(inspect).await.unwrap().unwrap().held
+}
+
 #[actix_rt::test]
 async fn a_kept_alive_lease_outlives_its_ttl_until_the_cap() {
     let app = spawn_app().await;
@@ -201,15 +211,14 @@ async fn a_kept_alive_lease_outlives_its_ttl_until_the_cap() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let state: Value = app.get("/v1/locks/kept").await.json().await.unwrap();
-    assert_eq!(state["held"], true, "renewed past its 300 ms ttl");
+    assert!(
+        service_lock_held(&app, "kept").await,
+        "renewed past its 300 ms ttl"
+    );
     eventually(
         Duration::from_secs(3),
         "the lease runs out after the cap",
-        || async {
-            let state: Value = app.get("/v1/locks/kept").await.json().await.unwrap();
-            state["held"] == false
-        },
+        || async { !service_lock_held(&app, "kept").await },
     )
     .await;
 }
@@ -220,7 +229,8 @@ async fn locks_this_process_holds_are_released_at_shutdown_and_clients_locks_are
     hold(&app, "process-lock", Duration::from_secs(600), None).await;
     let client = acquire(&app, "client-lock", json!({"ttl_ms": 600000})).await;
     assert_eq!(client.status().as_u16(), 201);
-    let key = |name: &str| format!("{}lock:{name}", app.settings.redis.key_prefix);
+    let prefix = app.settings.redis.key_prefix.clone();
+    let key = |name: &str| format!("{prefix}lock:{name}");
     let mut redis = app.redis().await;
 
     app.app
@@ -231,11 +241,14 @@ async fn locks_this_process_holds_are_released_at_shutdown_and_clients_locks_are
         .unwrap();
     assert_eq!(code, 0);
     assert!(
-        !redis.exists::<_, bool>(key("process-lock")).await.unwrap(),
+        !redis
+            .exists::<_, bool>(key("s:process-lock"))
+            .await
+            .unwrap(),
         "released, not left to expire"
     );
     assert!(
-        redis.exists::<_, bool>(key("client-lock")).await.unwrap(),
+        redis.exists::<_, bool>(key("c:client-lock")).await.unwrap(),
         "a client's lease is the client's"
     );
 }

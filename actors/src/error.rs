@@ -29,6 +29,12 @@ pub enum StoreError {
     /// The request itself cannot be carried out (bad argument for the store).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The request carries more than the store accepts in one item (a job's payload).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The store holds as much as it is allowed to (a bounded queue); retrying later may work.
+    #[error("full: {0}")]
+    Full(String),
     /// A bug or an unexpected answer from the store.
     #[error("internal store error: {0}")]
     Internal(String),

@@ -1,4 +1,10 @@
 //! The lock actor: distributed locks in Redis with fencing tokens, released at shutdown.
+//!
+//! Key layout, under the configured prefix: `lock:c:<name>` for clients' locks (the HTTP API),
+//! `lock:s:<name>` for the service's own (a job's exclusive section), and one counter,
+//! `lock:fence`, that draws every fencing token. No name can reach another namespace or the
+//! counter, whatever characters it holds, so a client can neither take the service's locks
+//! nor corrupt a counter.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,14 +28,22 @@ use crate::store::{Backend, StoreActor};
 pub type LockActor = StoreActor<Locks>;
 
 /// Takes the lock when it is free and draws the next fencing token, in one step.
+///
+/// Tokens come from one counter for every lock, so they grow strictly for each lock with a
+/// single key in Redis. A missing counter (a fresh or restarted Redis that kept nothing) is
+/// seeded with the server's time in microseconds, so tokens never go back below ones already
+/// handed out, as long as fewer than a million grants a second were made.
 const ACQUIRE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('PTTL', KEYS[1]), 0}
 end
+local now = redis.call('TIME')
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], now[1] * 1000000 + now[2])
+end
 local fence = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'fence', fence)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local now = redis.call('TIME')
 return {1, fence, now[1] * 1000 + math.floor(now[2] / 1000)}
 "#;
 
@@ -70,7 +84,7 @@ struct LocksInner {
     prefix: String,
     conn: SharedConnection,
     scripts: Scripts,
-    held: RefCell<HashMap<String, Held>>,
+    held: RefCell<HashMap<LockName, Held>>,
     /// Delay between tries while waiting for a held lock.
     retry: Backoff,
 }
@@ -125,7 +139,7 @@ impl Backend for Locks {
         actor: &mut LockActor,
         ctx: &mut Context<LockActor>,
     ) -> Option<LocalBoxFuture<'static, ()>> {
-        let held: Vec<(String, Held)> = actor.backend.inner.held.borrow_mut().drain().collect();
+        let held: Vec<(LockName, Held)> = actor.backend.inner.held.borrow_mut().drain().collect();
         if held.is_empty() {
             return None;
         }
@@ -147,10 +161,55 @@ impl Backend for Locks {
     }
 }
 
-/// A granted lock.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Lease {
+/// Whose a lock is. Each namespace has keys of its own, so the same name in two namespaces is
+/// two locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Namespace {
+    /// Locks clients take through the API: any name they choose lives here.
+    Client,
+    /// The service's own locks (a job that must run alone): out of every client's reach.
+    Service,
+}
+
+/// A lock: a name within a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LockName {
+    pub namespace: Namespace,
     pub name: String,
+}
+
+impl LockName {
+    /// A lock in the clients' namespace.
+    pub fn client(name: impl Into<String>) -> Self {
+        Self {
+            namespace: Namespace::Client,
+            name: name.into(),
+        }
+    }
+
+    /// A lock in the service's own namespace.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self {
+            namespace: Namespace::Service,
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for LockName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let namespace = match self.namespace {
+            Namespace::Client => "client",
+            Namespace::Service => "service",
+        };
+        write!(f, "{namespace}/{}", self.name)
+    }
+}
+
+/// A granted lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: LockName,
     /// Proves ownership for release and extend; keep it secret.
     pub token: String,
     /// Increases with every grant of this lock: a storage layer that remembers the largest
@@ -182,7 +241,7 @@ pub struct LockState {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Acquired, StoreError>")]
 pub struct Acquire {
-    pub name: String,
+    pub name: LockName,
     pub ttl: Duration,
     pub wait: Duration,
     pub holder: Holder,
@@ -204,7 +263,7 @@ pub enum Holder {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<bool, StoreError>")]
 pub struct Release {
-    pub name: String,
+    pub name: LockName,
     pub token: String,
 }
 
@@ -213,7 +272,7 @@ pub struct Release {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Option<i64>, StoreError>")]
 pub struct Extend {
-    pub name: String,
+    pub name: LockName,
     pub token: String,
     pub ttl: Duration,
 }
@@ -221,7 +280,7 @@ pub struct Extend {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<LockState, StoreError>")]
 pub struct Inspect {
-    pub name: String,
+    pub name: LockName,
 }
 
 #[derive(Clone)]
@@ -240,10 +299,15 @@ impl Ops {
         }
     }
 
-    fn keys(&self, name: &str) -> (String, String) {
-        let key = format!("{}lock:{name}", self.inner.prefix);
-        let fence = format!("{key}:fence");
-        (key, fence)
+    /// The lock's key and the fencing counter's.
+    fn keys(&self, lock: &LockName) -> (String, String) {
+        let prefix = &self.inner.prefix;
+        let namespace = match lock.namespace {
+            Namespace::Client => "c",
+            Namespace::Service => "s",
+        };
+        let key = format!("{prefix}lock:{namespace}:{}", lock.name);
+        (key, format!("{prefix}lock:fence"))
     }
 
     fn count<T>(
@@ -261,7 +325,7 @@ impl Ops {
 
     async fn acquire(
         &self,
-        name: &str,
+        name: &LockName,
         ttl: Duration,
         wait: Duration,
     ) -> Result<Acquired, StoreError> {
@@ -288,7 +352,7 @@ impl Ops {
             match reply.as_slice() {
                 [1, fencing_token, now_ms] => {
                     break Ok(Acquired::Granted(Lease {
-                        name: name.to_owned(),
+                        name: name.clone(),
                         token,
                         fencing_token: *fencing_token,
                         expires_at_ms: now_ms + ttl_ms,
@@ -323,7 +387,7 @@ impl Ops {
         outcome
     }
 
-    async fn release(&self, name: &str, token: &str) -> Result<bool, StoreError> {
+    async fn release(&self, name: &LockName, token: &str) -> Result<bool, StoreError> {
         let (key, _) = self.keys(name);
         let outcome = self
             .inner
@@ -344,7 +408,7 @@ impl Ops {
     async fn extend(
         &self,
         op: &str,
-        name: &str,
+        name: &LockName,
         token: &str,
         ttl: Duration,
     ) -> Result<Option<i64>, StoreError> {
@@ -374,7 +438,7 @@ impl Ops {
         outcome
     }
 
-    async fn inspect(&self, name: &str) -> Result<LockState, StoreError> {
+    async fn inspect(&self, name: &LockName) -> Result<LockState, StoreError> {
         let (key, _) = self.keys(name);
         let reply: Vec<i64> = self
             .inner
@@ -398,7 +462,12 @@ impl Ops {
 
 impl LockActor {
     /// Renews `name` every `ttl / 3` until `until`; stops and reports when the lease is lost.
-    fn keep_alive(&mut self, name: String, until: Instant, ctx: &mut Context<Self>) -> SpawnHandle {
+    fn keep_alive(
+        &mut self,
+        name: LockName,
+        until: Instant,
+        ctx: &mut Context<Self>,
+    ) -> SpawnHandle {
         let ttl = self
             .backend
             .inner
@@ -481,17 +550,17 @@ impl Handler<Release> for LockActor {
         let name = msg.name.clone();
         let release = async move { ops.release(&msg.name, &msg.token).await };
         Box::pin(release.into_actor(self).map(move |outcome, act, ctx| {
-            if let Ok(true) = outcome {
-                if let Some(handle) = act
-                    .backend
-                    .inner
-                    .held
-                    .borrow_mut()
-                    .remove(&name)
-                    .and_then(|h| h.renewal)
-                {
-                    ctx.cancel_future(handle);
-                }
+            // Whatever the answer, the holder has let go: stop renewing, so a release that
+            // failed on a Redis error still ends with the lease running out by its ttl.
+            if let Some(handle) = act
+                .backend
+                .inner
+                .held
+                .borrow_mut()
+                .remove(&name)
+                .and_then(|h| h.renewal)
+            {
+                ctx.cancel_future(handle);
             }
             outcome
         }))

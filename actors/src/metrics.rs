@@ -28,6 +28,8 @@ pub struct Metrics {
     pub lock_operations_total: IntCounterVec,
     pub ratelimit_decisions_total: IntCounterVec,
     pub jobs_total: IntCounterVec,
+    /// Enqueues refused, by reason (`queue_full`, `payload_too_large`).
+    pub jobs_rejected_total: IntCounterVec,
     pub job_duration_seconds: HistogramVec,
     pub jobs_in_flight: IntGaugeVec,
     pub queue_depth: IntGaugeVec,
@@ -116,6 +118,13 @@ impl Metrics {
                 ),
                 &["queue", "kind", "outcome"],
             )?,
+            jobs_rejected_total: IntCounterVec::new(
+                Opts::new(
+                    "jobs_rejected_total",
+                    "Enqueues refused: the queue full, or the payload too large",
+                ),
+                &["queue", "reason"],
+            )?,
             job_duration_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "job_duration_seconds",
@@ -155,6 +164,7 @@ impl Metrics {
         registry.register(Box::new(metrics.lock_operations_total.clone()))?;
         registry.register(Box::new(metrics.ratelimit_decisions_total.clone()))?;
         registry.register(Box::new(metrics.jobs_total.clone()))?;
+        registry.register(Box::new(metrics.jobs_rejected_total.clone()))?;
         registry.register(Box::new(metrics.job_duration_seconds.clone()))?;
         registry.register(Box::new(metrics.jobs_in_flight.clone()))?;
         registry.register(Box::new(metrics.queue_depth.clone()))?;

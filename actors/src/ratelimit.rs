@@ -2,6 +2,7 @@
 //! decided by Lua scripts on the Redis server's clock, with a per-policy answer for when Redis
 //! fails — allow, deny, or an in-process GCRA limiter until Redis answers again.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -136,6 +137,61 @@ pub struct Policy {
     pub dry_run: bool,
 }
 
+/// The path a rate-limit policy is matched against: percent-decoded once (as the router
+/// decodes it, and `%2F` too), `.` and `..` segments resolved and runs of `/` folded, so that
+/// every spelling of a route has one form. A path that needs none of this is borrowed as is,
+/// which keeps the hot path free of allocation.
+pub fn canonical_path(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') && !raw.contains("//") && !raw.contains("/.") {
+        return Cow::Borrowed(raw);
+    }
+    let decoded = String::from_utf8_lossy(&percent_decode(raw.as_bytes())).into_owned();
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/') {
+        trailing_slash = matches!(segment, "" | "." | "..");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len() + 1);
+    for segment in &segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if trailing_slash || path.is_empty() {
+        path.push('/');
+    }
+    Cow::Owned(path)
+}
+
+/// `%XX` sequences as bytes; a `%` not followed by two hex digits stays as it is.
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let pair = raw
+            .get(i + 1..i + 3)
+            .and_then(|p| Some((hex(p[0])?, hex(p[1])?)));
+        match (raw[i], pair) {
+            (b'%', Some((high, low))) => {
+                out.push(high << 4 | low);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 fn gcra() -> Algorithm {
     Algorithm::Gcra
 }
@@ -153,7 +209,9 @@ impl Policy {
         self.burst.unwrap_or(self.limit)
     }
 
-    /// Whether this policy covers a request.
+    /// Whether this policy covers a request. `path` must be the request's
+    /// [`canonical_path`]: compared with the raw path, `/%761/kv` would slip past a `/v1/`
+    /// prefix that the router (which decodes) still routes to `/v1/kv`.
     pub fn covers(&self, method: &str, path: &str) -> bool {
         path.starts_with(&self.prefix)
             && (self.methods.is_empty()
@@ -562,5 +620,39 @@ impl Handler<Check> for LimiterActor {
             decisions: self.core.metrics.ratelimit_decisions_total.clone(),
         };
         Box::pin(async move { ops.check(check).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn every_spelling_of_a_path_has_one_canonical_form() {
+        for spelling in [
+            "/v1/kv/x",
+            "/%761/kv/x",
+            "/v%31/kv/x",
+            "/%76%31/kv/x",
+            "/v1/%6bv/x",
+            "/v1/%6Bv/%78",
+            "//v1/kv/x",
+            "/v1//kv/x",
+            "/./v1/kv/x",
+            "/v1/./kv/x",
+            "/a/../v1/kv/x",
+            "/%2Fv1/kv/x",
+            "/v1/kv/./x",
+        ] {
+            assert_eq!(canonical_path(spelling), "/v1/kv/x", "{spelling}");
+        }
+        assert_eq!(canonical_path("/v1/"), "/v1/");
+        assert_eq!(canonical_path("/v1/x/.."), "/v1/");
+        assert_eq!(canonical_path("/../.."), "/");
+        assert_eq!(canonical_path("/%zz/%4"), "/%zz/%4");
+        assert!(matches!(
+            canonical_path("/v1/kv/x"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

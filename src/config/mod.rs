@@ -126,6 +126,9 @@ pub struct WorkersSettings {
     #[serde(with = "steward_actors::duration")]
     pub job_timeout: Duration,
     pub max_attempts: u32,
+    pub max_queued: u64,
+    pub max_finished: u64,
+    pub max_payload_size: usize,
     #[serde(with = "steward_actors::duration")]
     pub status_ttl: Duration,
     #[serde(with = "steward_actors::duration")]
@@ -233,6 +236,9 @@ impl Settings {
             poll_interval: w.poll_interval,
             job_timeout: w.job_timeout,
             status_ttl: w.status_ttl,
+            max_queued: w.max_queued,
+            max_finished: w.max_finished,
+            max_payload_size: w.max_payload_size,
             idempotency_ttl: w.idempotency_ttl,
             retry_backoff: w.retry_backoff,
             redis_timeout: w.timeout,

@@ -4,6 +4,7 @@ use std::fmt::Display;
 use std::time::Duration;
 
 use steward_actors::managers::{postgres_manager, redis_manager};
+use steward_actors::ratelimit::canonical_path;
 use steward_actors::PoolConfig;
 
 use super::load::redact_url;
@@ -217,8 +218,11 @@ pub(super) fn validate(
             Some("policy names of letters, digits, '_' and '-'".to_owned())
         } else if !names.insert(policy.name.as_str()) {
             Some("policy names that are unique".to_owned())
-        } else if !policy.prefix.starts_with('/') {
-            Some(format!("policy {value}: a prefix starting with '/'"))
+        } else if !policy.prefix.starts_with('/') || canonical_path(&policy.prefix) != policy.prefix
+        {
+            Some(format!(
+                "policy {value}: a prefix starting with '/', without percent-encoding, '.' or '..' segments or '//'"
+            ))
         } else if policy.limit == 0 || policy.burst() == 0 || policy.cost == 0 {
             Some(format!(
                 "policy {value}: limit, burst and cost of at least 1"
@@ -251,6 +255,24 @@ pub(super) fn validate(
     check.lasting("workers.poll_interval", workers.poll_interval, MS, MINUTE)?;
     check.lasting("workers.job_timeout", workers.job_timeout, MS, DAY)?;
     check.lasting("workers.status_ttl", workers.status_ttl, SECOND, 30 * DAY)?;
+    check.within(
+        "workers.max_queued",
+        workers.max_queued as usize,
+        1,
+        10_000_000,
+    )?;
+    check.within(
+        "workers.max_finished",
+        workers.max_finished as usize,
+        1,
+        10_000_000,
+    )?;
+    check.within(
+        "workers.max_payload_size",
+        workers.max_payload_size,
+        2,
+        settings.server.max_json_size,
+    )?;
     check.lasting(
         "workers.idempotency_ttl",
         workers.idempotency_ttl,

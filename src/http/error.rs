@@ -187,6 +187,13 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
             StoreError::Invalid(message) => ApiError::unprocessable("invalid", message),
+            StoreError::TooLarge(message) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            StoreError::Full(cause) => {
+                ApiError::unavailable("full", "the store holds as much as it may; retry later", 5)
+                    .with_cause(cause)
+            }
             StoreError::Internal(cause) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

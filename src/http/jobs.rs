@@ -16,6 +16,8 @@ use super::pagination::{page_limit, Page};
 use crate::state::AppState;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// What a client refused by a full queue is told to wait, in seconds.
+const QUEUE_FULL_RETRY_SECS: u64 = 5;
 /// The longest a job can be delayed: a week.
 const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
 
@@ -45,6 +47,16 @@ pub struct JobAccepted {
     /// False when the `Idempotency-Key` named an existing job. Absent on a dead-letter retry.
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<bool>,
+}
+
+/// 503 while `workers.max_queued` jobs wait: the workers will make room.
+fn queue_full(cause: String) -> ApiError {
+    ApiError::unavailable(
+        "queue_full",
+        "the job queue is full; retry later",
+        QUEUE_FULL_RETRY_SECS,
+    )
+    .with_cause(cause)
 }
 
 fn not_found() -> ApiError {
@@ -133,6 +145,7 @@ pub async fn create(
         .await?
         .map_err(|error| match error {
             StoreError::Invalid(message) => ApiError::unprocessable("unknown_job_kind", message),
+            StoreError::Full(cause) => queue_full(cause),
             other => other.into(),
         })?;
     Ok(HttpResponse::Accepted()
@@ -243,7 +256,15 @@ pub async fn retry(
 ) -> Result<HttpResponse, ApiError> {
     valid_id(&id)?;
     let id = id.into_inner();
-    if state.jobs()?.send(RetryDead { id: id.clone() }).await?? {
+    let retried = state
+        .jobs()?
+        .send(RetryDead { id: id.clone() })
+        .await?
+        .map_err(|error| match error {
+            StoreError::Full(cause) => queue_full(cause),
+            other => other.into(),
+        })?;
+    if retried {
         Ok(HttpResponse::Accepted()
             .insert_header((header::LOCATION, format!("/v1/jobs/{id}")))
             .json(JobAccepted {

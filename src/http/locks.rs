@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use steward_actors::lock::{Acquire, Acquired, Extend, Holder, Inspect, Release};
+use steward_actors::lock::{self, Acquire, Acquired, Extend, Holder, Inspect, Release};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorEnvelope};
@@ -120,14 +120,14 @@ pub async fn acquire(
         ));
     }
     let acquire = Acquire {
-        name: name.into_inner(),
+        name: lock::LockName::client(name.into_inner()),
         ttl,
         wait: Duration::from_millis(body.wait_ms),
         holder: Holder::Client,
     };
     match state.locks()?.send(acquire).await?? {
         Acquired::Granted(lease) => Ok(HttpResponse::Created().json(LeaseGranted {
-            name: lease.name,
+            name: lease.name.name,
             token: lease.token,
             fencing_token: lease.fencing_token,
             expires_at: timestamp(lease.expires_at_ms),
@@ -167,7 +167,7 @@ pub async fn extend(
     valid_key(&name)?;
     let ExtendBody { token, ttl_ms } = body.into_inner();
     let extend = Extend {
-        name: name.clone(),
+        name: lock::LockName::client(name.as_str()),
         token,
         ttl: ttl(ttl_ms)?,
     };
@@ -206,7 +206,7 @@ pub async fn release(
             ApiError::bad_request("missing_lock_token", "send the lock's token in Lock-Token")
         })?;
     let release = Release {
-        name: name.into_inner(),
+        name: lock::LockName::client(name.into_inner()),
         token: token.to_owned(),
     };
     if state.locks()?.send(release).await?? {
@@ -232,7 +232,9 @@ pub async fn inspect(
     valid_key(&name)?;
     let lock = state
         .locks()?
-        .send(Inspect { name: name.clone() })
+        .send(Inspect {
+            name: lock::LockName::client(name.as_str()),
+        })
         .await??;
     Ok(HttpResponse::Ok().json(LockInfo {
         name: name.into_inner(),

@@ -14,7 +14,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use steward_actors::ratelimit::{Check, Decision, Policy, Reservations, Source};
+use steward_actors::ratelimit::{canonical_path, Check, Decision, Policy, Reservations, Source};
 
 use super::error::ApiError;
 use crate::state::AppState;
@@ -33,11 +33,11 @@ pub async fn rate_limit<B: MessageBody + 'static>(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let method = req.method().as_str();
-    let path = req.path();
+    let path = canonical_path(req.path());
     let covering: Vec<&Arc<Policy>> = state
         .policies
         .iter()
-        .filter(|p| p.covers(method, path))
+        .filter(|p| p.covers(method, &path))
         .collect();
     if covering.is_empty() {
         return Ok(next.call(req).await?.map_into_left_body());

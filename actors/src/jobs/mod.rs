@@ -82,8 +82,14 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Deadline of one run of a handler.
     pub job_timeout: Duration,
-    /// How long a job's status document is kept.
+    /// How long a finished job's status document is kept.
     pub status_ttl: Duration,
+    /// Most jobs waiting (ready, delayed or retrying); an enqueue past it is refused.
+    pub max_queued: u64,
+    /// Most finished jobs whose status documents are kept; the oldest go first.
+    pub max_finished: u64,
+    /// Largest payload, in bytes of JSON text; a larger one is refused.
+    pub max_payload_size: usize,
     /// How long an idempotency key maps to its job.
     pub idempotency_ttl: Duration,
     pub retry_backoff: Backoff,

@@ -2,7 +2,15 @@
 //!
 //! Keys, under the configured prefix: `jobs:<queue>:stream` (ready jobs, consumer group
 //! `workers`), `jobs:<queue>:delayed` (sorted by due time), `jobs:<queue>:dead` (dead letters),
-//! `job:<id>` (the status document, with a TTL) and `jobs:idem:<key>` (idempotency keys).
+//! `jobs:<queue>:finished` (finished jobs by finishing time), `job:<id>` (the status document)
+//! and `jobs:idem:<key>` (idempotency keys).
+//!
+//! Every part is bounded, so no client can grow Redis without limit: a payload is at most
+//! `max_payload_size` bytes; at most `max_queued` jobs wait (ready, delayed or retrying) and
+//! an enqueue past that is refused with [`StoreError::Full`]; a finished job's document is kept
+//! for `status_ttl` and only for the newest `max_finished` finished jobs (the oldest document,
+//! and its dead letter, go first). A waiting job's document has no TTL: it lives until the job
+//! has run, however long its delay.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,11 +24,15 @@ use crate::redis_conn::{LuaScript, RedisPool, SharedConnection, ToRedisArgsDyn};
 
 const GROUP: &str = "workers";
 
-/// Creates the job and queues it (or schedules it), unless its idempotency key names a job.
+/// Creates the job and queues it (or schedules it), unless its idempotency key names a job;
+/// `{-1, ''}` when `max_queued` (ARGV[6]) jobs already wait.
 const ENQUEUE: &str = r#"
 if ARGV[7] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {0, existing} end
+end
+if redis.call('XLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then
+  return {-1, ''}
 end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -28,7 +40,6 @@ local delay = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'kind', ARGV[2], 'payload', ARGV[3],
   'max_attempts', ARGV[4], 'attempts', 0, 'status', 'queued', 'created_at', now,
   'updated_at', now, 'run_at', now + delay)
-redis.call('EXPIRE', KEYS[1], ARGV[6])
 if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
 else
@@ -61,7 +72,10 @@ return {job[1], job[2], tostring(attempts), job[3]}
 "#;
 
 /// Records the outcome and acknowledges the delivery in one step. ARGV[3] is the status;
-/// `retrying` also schedules the next attempt, `dead` also writes the dead letter.
+/// `retrying` also schedules the next attempt, `dead` also writes the dead letter. A finished
+/// job (succeeded or dead) gets its document's TTL and a place in the finished index, which
+/// is then cut back to `max_finished` (ARGV[8]) by dropping the oldest documents (and their
+/// dead letters): at most 8 a call, so a lowered bound is reached over a few calls.
 const FINISH: &str = r#"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -78,9 +92,24 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     local at = now + tonumber(ARGV[5])
     redis.call('HSET', KEYS[1], 'run_at', at)
     redis.call('ZADD', KEYS[3], at, ARGV[6])
-  elseif status == 'dead' then
-    local entry = redis.call('XADD', KEYS[4], '*', 'id', ARGV[6], 'error', ARGV[4])
-    redis.call('HSET', KEYS[1], 'dead_entry', entry)
+  else
+    if status == 'dead' then
+      local entry = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'id', ARGV[6], 'error', ARGV[4])
+      redis.call('HSET', KEYS[1], 'dead_entry', entry)
+    end
+    redis.call('EXPIRE', KEYS[1], ARGV[7])
+    redis.call('ZADD', KEYS[5], now, ARGV[6])
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[7]) * 1000)
+    local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[8])
+    if over > 0 then
+      local popped = redis.call('ZPOPMIN', KEYS[5], math.min(over, 8))
+      for i = 1, #popped, 2 do
+        local doc = ARGV[9] .. popped[i]
+        local entry = redis.call('HGET', doc, 'dead_entry')
+        if entry then redis.call('XDEL', KEYS[4], entry) end
+        redis.call('DEL', doc)
+      end
+    end
   end
 end
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])
@@ -88,15 +117,21 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 return 1
 "#;
 
-/// Queues a dead job again with fresh attempts; 0 when it is not dead.
+/// Queues a dead job again with fresh attempts; 0 when it is not dead, -1 when `max_queued`
+/// (ARGV[2]) jobs already wait.
 const RETRY_DEAD: &str = r#"
 if redis.call('HGET', KEYS[1], 'status') ~= 'dead' then return 0 end
+if redis.call('XLEN', KEYS[3]) + redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[2]) then
+  return -1
+end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local entry = redis.call('HGET', KEYS[1], 'dead_entry')
 if entry then redis.call('XDEL', KEYS[2], entry) end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0, 'updated_at', now, 'run_at', now)
 redis.call('HDEL', KEYS[1], 'dead_entry')
+redis.call('PERSIST', KEYS[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[1])
 return 1
 "#;
@@ -168,12 +203,15 @@ pub(crate) struct Queue {
     stream: String,
     delayed: String,
     dead: String,
+    finished: String,
     prefix: String,
     conn: SharedConnection,
     pool: RedisPool,
     scripts: Scripts,
     status_ttl: Duration,
     idempotency_ttl: Duration,
+    max_queued: u64,
+    max_finished: u64,
 }
 
 struct Scripts {
@@ -191,6 +229,7 @@ impl Queue {
             stream: format!("{base}stream"),
             delayed: format!("{base}delayed"),
             dead: format!("{base}dead"),
+            finished: format!("{base}finished"),
             prefix: prefix.to_owned(),
             conn: SharedConnection::new(config.redis_timeout),
             pool,
@@ -203,6 +242,8 @@ impl Queue {
             },
             status_ttl: config.status_ttl,
             idempotency_ttl: config.idempotency_ttl,
+            max_queued: config.max_queued,
+            max_finished: config.max_finished,
         }
     }
 
@@ -234,7 +275,8 @@ impl Queue {
         }
     }
 
-    /// Returns whether the job was created (false: the idempotency key named one) and its id.
+    /// Returns whether the job was created (false: the idempotency key named one) and its id;
+    /// [`StoreError::Full`] when `max_queued` jobs already wait.
     pub async fn enqueue(&self, job: &NewJob<'_>) -> Result<(bool, String), StoreError> {
         let idem_key = job
             .idempotency_key
@@ -246,7 +288,6 @@ impl Queue {
         };
         let key = self.job_key(job.id);
         let delay_ms = job.delay.as_millis() as u64;
-        let status_ttl = self.status_ttl.as_secs().max(1);
         let (created, id): (i64, String) = self
             .eval(
                 &self.scripts.enqueue,
@@ -257,11 +298,14 @@ impl Queue {
                     &job.payload,
                     &job.max_attempts,
                     &delay_ms,
-                    &status_ttl,
+                    &self.max_queued,
                     &idem_ttl,
                 ],
             )
             .await?;
+        if created < 0 {
+            return Err(self.full());
+        }
         Ok((created == 1, id))
     }
 
@@ -335,9 +379,16 @@ impl Queue {
             Outcome::Retrying { error, after } => ("retrying", error, after.as_millis() as u64),
             Outcome::Dead(error) => ("dead", error, 0),
         };
+        let doc_prefix = self.job_key("");
         self.eval::<i64>(
             &self.scripts.finish,
-            &[&key, &self.stream, &self.delayed, &self.dead],
+            &[
+                &key,
+                &self.stream,
+                &self.delayed,
+                &self.dead,
+                &self.finished,
+            ],
             &[
                 &delivery.entry,
                 &GROUP,
@@ -345,6 +396,9 @@ impl Queue {
                 &detail,
                 &after,
                 &delivery.job,
+                &self.status_ttl.as_secs().max(1),
+                &self.max_finished,
+                &doc_prefix,
             ],
         )
         .await
@@ -406,17 +460,31 @@ impl Queue {
             .collect())
     }
 
-    /// Queues a dead job again; false when it is not dead.
+    /// Queues a dead job again; false when it is not dead, [`StoreError::Full`] when
+    /// `max_queued` jobs already wait.
     pub async fn retry_dead(&self, id: &str) -> Result<bool, StoreError> {
         let key = self.job_key(id);
         let retried: i64 = self
             .eval(
                 &self.scripts.retry_dead,
-                &[&key, &self.dead, &self.stream],
-                &[&id],
+                &[
+                    &key,
+                    &self.dead,
+                    &self.stream,
+                    &self.finished,
+                    &self.delayed,
+                ],
+                &[&id, &self.max_queued],
             )
             .await?;
+        if retried < 0 {
+            return Err(self.full());
+        }
         Ok(retried == 1)
+    }
+
+    fn full(&self) -> StoreError {
+        StoreError::Full(format!("{} jobs already wait", self.max_queued))
     }
 
     /// Entries in the stream (ready or delivered and not yet acknowledged), and of those the

@@ -79,6 +79,14 @@ pub struct RetryDead {
 }
 
 impl JobWorker {
+    /// Counts an enqueue refused for `reason`.
+    fn rejected(metrics: &Metrics, queue: &str, reason: &str) {
+        metrics
+            .jobs_rejected_total
+            .with_label_values(&[queue, reason])
+            .inc();
+    }
+
     fn free(&self) -> usize {
         self.config.concurrency.saturating_sub(self.in_flight)
     }
@@ -279,10 +287,18 @@ impl Handler<Enqueue> for JobWorker {
                 Err(StoreError::Invalid(format!("unknown job kind {kind}")))
             });
         }
+        let payload = msg.payload.to_string();
+        let limit = self.config.max_payload_size;
+        if payload.len() > limit {
+            Self::rejected(&self.metrics, &self.config.queue, "payload_too_large");
+            let error =
+                StoreError::TooLarge(format!("a job payload is at most {limit} bytes of JSON"));
+            return Box::pin(async move { Err(error) });
+        }
         let queue = Rc::clone(&self.queue);
+        let (metrics, queue_name) = (Arc::clone(&self.metrics), self.config.queue.clone());
         Box::pin(async move {
             let id = format!("{:032x}", rand::random::<u128>());
-            let payload = msg.payload.to_string();
             let job = NewJob {
                 id: &id,
                 kind: &msg.kind,
@@ -291,7 +307,11 @@ impl Handler<Enqueue> for JobWorker {
                 delay: msg.delay,
                 idempotency_key: msg.idempotency_key.as_deref(),
             };
-            let (created, id) = queue.enqueue(&job).await?;
+            let (created, id) = queue.enqueue(&job).await.inspect_err(|error| {
+                if matches!(error, StoreError::Full(_)) {
+                    Self::rejected(&metrics, &queue_name, "queue_full");
+                }
+            })?;
             Ok(Enqueued { id, created })
         })
     }

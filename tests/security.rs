@@ -1,0 +1,309 @@
+//! What probing the service as an attacker found (issue 10), one test per finding: each failed
+//! before its fix.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{error_code, eventually, json_of, spawn_app_with, TestApp};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+/// Every spelling of a rate-limited route that the router still routes is limited: the
+/// policy matches the decoded, normalised path, not the raw one.
+#[actix_rt::test]
+async fn percent_encoded_and_dotted_paths_do_not_skip_the_rate_limit() {
+    let policy = r#"[{name = "api", prefix = "/v1/", limit = 3, period = "1m"}]"#;
+    let app = spawn_app_with(&[("STEWARD__RATELIMIT__POLICIES", policy)]).await;
+    for _ in 0..3 {
+        let response = app.get("/v1/kv/x").await;
+        assert!(response.headers().contains_key("ratelimit"));
+    }
+    for spelling in [
+        "/v1/kv/x",
+        "/%761/kv/x",
+        "/v%31/kv/x",
+        "/%76%31/kv/x",
+        "/%56%31/kv/x",
+        "/v1/%6bv/x",
+        "/v1/%6Bv/x",
+        "/v1/kv/%78",
+        "//v1/kv/x",
+        "/v1//kv/x",
+        "/./v1/kv/x",
+        "/v1/./kv/x",
+        "/v1/kv/./x",
+        "/a/../v1/kv/x",
+        "/%2e/v1/kv/x",
+        "/%2fv1/kv/x",
+    ] {
+        let response = app.get(spelling).await;
+        let (status, code) = error_code(response).await;
+        // Either limited, or not a route at all (nothing behind it to protect).
+        assert!(
+            status == 429 || (status == 404 && code == "not_found"),
+            "{spelling}: {status} {code}"
+        );
+        if [
+            "/%761/kv/x",
+            "/v%31/kv/x",
+            "/%76%31/kv/x",
+            "/v1/%6bv/x",
+            "/v1/kv/%78",
+        ]
+        .contains(&spelling)
+        {
+            assert_eq!(
+                status, 429,
+                "{spelling} routes to /v1/kv/x and must be limited"
+            );
+        }
+    }
+    // The job route too, where the probe found the same hole.
+    let post = app
+        .client
+        .post(app.url("/%761/jobs"))
+        .json(&json!({"kind": "test.record"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(post).await.0, 429);
+}
+
+/// A policy prefix that could never match a canonical path is refused at start-up.
+#[test]
+fn a_policy_prefix_must_be_canonical() {
+    let (dir, db) = (common::config_dir(), "postgres://postgres@127.0.0.1/x");
+    for prefix in ["/%761/", "/v1//", "/./v1/"] {
+        let policy = format!(r#"[{{name = "p", prefix = "{prefix}", limit = 1, period = "1s"}}]"#);
+        let error = steward::config::load(&steward::config::Sources {
+            config_dir: dir.clone(),
+            env_name: Some("test".into()),
+            config_file: None,
+            vars: vec![
+                ("STEWARD__RATELIMIT__POLICIES".into(), policy),
+                ("STEWARD__POSTGRES__URL".into(), db.into()),
+            ],
+        })
+        .expect_err(prefix);
+        assert_eq!(error.key, "ratelimit.policies", "{prefix}");
+    }
+}
+
+async fn enqueue(app: &TestApp, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `max_queued` bounds the waiting jobs and `max_payload_size` each payload; both refusals
+/// are counted.
+#[actix_rt::test]
+async fn the_job_queue_and_its_payloads_are_bounded() {
+    let app = spawn_app_with(&[
+        ("STEWARD__WORKERS__MAX_QUEUED", "5"),
+        ("STEWARD__WORKERS__MAX_PAYLOAD_SIZE", "100"),
+    ])
+    .await;
+    let delayed = json!({"kind": "test.record", "delay_ms": 3_600_000});
+    for _ in 0..5 {
+        assert_eq!(enqueue(&app, delayed.clone()).await.status().as_u16(), 202);
+    }
+    let full = enqueue(&app, delayed.clone()).await;
+    assert_eq!(full.headers()["retry-after"], "5");
+    assert_eq!(error_code(full).await, (503, "queue_full".into()));
+
+    let big = json!({"kind": "test.record", "payload": {"pad": "x".repeat(100)}});
+    assert_eq!(
+        error_code(enqueue(&app, big).await).await,
+        (413, "payload_too_large".into())
+    );
+    let rejected =
+        |reason: &str| format!("jobs_rejected_total{{queue=\"default\",reason=\"{reason}\"}}");
+    assert_eq!(app.metric(&rejected("queue_full")).await, 1.0);
+    assert_eq!(app.metric(&rejected("payload_too_large")).await, 1.0);
+}
+
+async fn job_status(app: &TestApp, id: &str) -> (u16, Value) {
+    let response = app.get(&format!("/v1/jobs/{id}")).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn enqueued_id(app: &TestApp, body: Value) -> String {
+    let response = enqueue(app, body).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// A job delayed past `status_ttl` still runs: its document lives until it has run.
+#[actix_rt::test]
+async fn a_job_delayed_past_the_status_ttl_still_runs() {
+    let app = spawn_app_with(&[("STEWARD__WORKERS__STATUS_TTL", "1s")]).await;
+    let id = enqueued_id(&app, json!({"kind": "test.record", "delay_ms": 2500})).await;
+    eventually(
+        Duration::from_secs(10),
+        "the delayed job succeeded",
+        || async { job_status(&app, &id).await.1["status"] == "succeeded" },
+    )
+    .await;
+}
+
+/// Finished jobs keep their documents only for the newest `max_finished`; the dead letters of
+/// dropped ones go with them.
+#[actix_rt::test]
+async fn finished_job_documents_are_bounded() {
+    let app = spawn_app_with(&[("STEWARD__WORKERS__MAX_FINISHED", "3")]).await;
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        // Alternate successes and dead letters; run one at a time so the order is known.
+        let payload = if n % 2 == 0 {
+            json!({})
+        } else {
+            json!({"fail_times": 1, "permanent": true})
+        };
+        let id = enqueued_id(&app, json!({"kind": "test.record", "payload": payload})).await;
+        eventually(Duration::from_secs(10), "the job finished", || async {
+            let status = job_status(&app, &id).await.1["status"].clone();
+            status == "succeeded" || status == "dead"
+        })
+        .await;
+        ids.push(id);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let expected = if n < 4 { 404 } else { 200 };
+        assert_eq!(job_status(&app, id).await.0, expected, "job {n}");
+    }
+    let dead = json_of(app.client.get(app.url("/v1/jobs/dead"))).await;
+    let dead_ids: Vec<&str> = dead["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dead_ids, vec![ids[5].as_str()], "only the kept dead letter");
+}
+
+/// What one waiting job of the largest payload costs Redis, measured with MEMORY USAGE on
+/// this test's own keys: SECURITY.md quotes it to size `max_queued`.
+#[actix_rt::test]
+async fn a_waiting_job_costs_about_its_payload_in_redis() {
+    let app = spawn_app_with(&[]).await;
+    let size = app.settings.workers.max_payload_size;
+    // {"pad":"..."} of exactly max_payload_size bytes.
+    let pad = "x".repeat(size - 10);
+    let jobs = 50;
+    for _ in 0..jobs {
+        let body = json!({"kind": "test.record", "payload": {"pad": pad}, "delay_ms": 3_600_000});
+        assert_eq!(enqueue(&app, body).await.status().as_u16(), 202);
+    }
+    let mut redis = app.redis().await;
+    let keys: Vec<String> = redis
+        .keys(format!("{}*", app.settings.redis.key_prefix))
+        .await
+        .unwrap();
+    let mut bytes = 0u64;
+    for key in keys {
+        let usage: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        bytes += usage.unwrap_or(0);
+    }
+    let per_job = bytes / jobs;
+    println!("one waiting job of a {size}-byte payload: {per_job} bytes in Redis");
+    assert!(per_job >= size as u64, "{per_job}");
+    // The allocator rounds a value up to its size class: at most a quarter more, here.
+    assert!(per_job <= size as u64 * 5 / 4 + 1024, "{per_job}");
+}
+
+/// Client lock names live in a namespace of their own: they cannot reach the fencing
+/// counter, collide with each other's keys, or take the service's own locks.
+#[actix_rt::test]
+async fn lock_names_cannot_reach_internal_keys_or_the_services_locks() {
+    let app = spawn_app_with(&[]).await;
+    let take = |name: &str| {
+        app.client
+            .post(app.url(&format!("/v1/locks/{name}")))
+            .json(&json!({"ttl_ms": 600000}))
+            .send()
+    };
+    for name in [
+        "colA",
+        "colA:fence",
+        "fence",
+        "c:colA",
+        "s:ledger.reconcile",
+    ] {
+        assert_eq!(take(name).await.unwrap().status().as_u16(), 201, "{name}");
+        let state = json_of(app.client.get(app.url(&format!("/v1/locks/{name}")))).await;
+        assert_eq!(state["held"], true, "{name}: {state}");
+    }
+    // Fencing tokens of different locks come from one counter: strictly increasing.
+    let a = json_of(
+        app.client
+            .post(app.url("/v1/locks/t1"))
+            .json(&json!({"ttl_ms": 1000})),
+    )
+    .await;
+    let b = json_of(
+        app.client
+            .post(app.url("/v1/locks/t2"))
+            .json(&json!({"ttl_ms": 1000})),
+    )
+    .await;
+    assert!(b["fencing_token"].as_i64() > a["fencing_token"].as_i64());
+
+    // A client holding "ledger.reconcile" does not stop the reconcile job.
+    assert_eq!(
+        take("ledger.reconcile").await.unwrap().status().as_u16(),
+        201
+    );
+    let id = enqueued_id(&app, json!({"kind": "ledger.reconcile"})).await;
+    eventually(
+        Duration::from_secs(10),
+        "the reconcile succeeded",
+        || async { job_status(&app, &id).await.1["status"] == "succeeded" },
+    )
+    .await;
+
+    // No key per lock name outlives its lock: besides the locks, one counter.
+    let mut redis = app.redis().await;
+    let prefix = &app.settings.redis.key_prefix;
+    let keys: Vec<String> = redis.keys(format!("{prefix}lock:*")).await.unwrap();
+    let others: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.starts_with(&format!("{prefix}lock:c:")))
+        .collect();
+    assert_eq!(others, vec![&format!("{prefix}lock:fence")]);
+}
+
+/// Balances near the top of a bigint do not break the reconcile: it sums in numeric.
+#[actix_rt::test]
+async fn huge_balances_do_not_disable_the_ledger_check() {
+    let app = spawn_app_with(&[]).await;
+    for balance in [i64::MAX, i64::MAX - 7] {
+        assert_eq!(
+            app.post_account("big", balance).await.status().as_u16(),
+            201
+        );
+    }
+    let id = enqueued_id(&app, json!({"kind": "ledger.reconcile"})).await;
+    eventually(
+        Duration::from_secs(10),
+        "the reconcile succeeded",
+        || async { job_status(&app, &id).await.1["status"] == "succeeded" },
+    )
+    .await;
+    let result = job_status(&app, &id).await.1["result"].clone();
+    assert_eq!(result["holds"], true);
+    assert_eq!(result["sum_balances"], "18446744073709551607");
+}
