@@ -126,7 +126,7 @@ impl Application {
             limiter: limiter.clone(),
         };
         let jobs = Slot::default();
-        let registry = crate::jobs::registry(settings.workers.statement_ttl);
+        let registry = crate::jobs::registry(settings.workers.statement_ttl, &settings.idempotency);
         let kinds: Arc<[&'static str]> = registry.kinds().into();
         let worker_child = job_worker_child(
             WorkerSettings {

@@ -12,11 +12,17 @@ use steward_actors::jobs::{JobContext, JobError, JobHandler, Registry};
 use steward_actors::lock::{Acquire, Acquired, Holder, LockName, Release};
 use steward_actors::{Slot, StoreError};
 
-/// The handlers this service runs.
-pub fn registry(statement_ttl: Duration) -> Registry {
+use crate::config::IdempotencySettings;
+
+/// The handlers this service runs, and its scheduled jobs.
+pub fn registry(statement_ttl: Duration, idempotency: &IdempotencySettings) -> Registry {
+    let prune = PruneIdempotencyKeys {
+        retention: idempotency.retention,
+    };
     let registry = Registry::default()
         .with(Reconcile)
-        .with(Statement { ttl: statement_ttl });
+        .with(Statement { ttl: statement_ttl })
+        .every(idempotency.prune_interval, prune);
     #[cfg(feature = "test-hooks")]
     let registry = test_kinds::register(registry);
     #[cfg(feature = "bench-routes")]
@@ -111,6 +117,56 @@ impl JobHandler for Reconcile {
                 "accounts": accounts,
                 "fencing_token": lease.fencing_token,
             }))
+        }
+        .boxed_local()
+    }
+}
+
+/// `ledger.prune_idempotency_keys` (scheduled every `idempotency.prune_interval`): deletes the
+/// idempotency keys of transfers older than `idempotency.retention`, in batches, so the table
+/// holds about one retention period of keys whatever clients send.
+struct PruneIdempotencyKeys {
+    retention: Duration,
+}
+
+/// Keys deleted by one statement: short enough not to hold locks for long.
+const PRUNE_BATCH: i64 = 5_000;
+/// Batches of one run; what is left waits for the next run.
+const PRUNE_BATCHES: usize = 200;
+
+impl JobHandler for PruneIdempotencyKeys {
+    fn kind(&self) -> &'static str {
+        "ledger.prune_idempotency_keys"
+    }
+
+    fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
+        let retention = self.retention.as_secs() as i64;
+        async move {
+            let db = current(&job.stores.db)?;
+            let mut deleted = 0i64;
+            for _ in 0..PRUNE_BATCHES {
+                let prune = Query {
+                    name: "idempotency_prune",
+                    sql: "WITH gone AS (
+                            DELETE FROM idempotency_keys WHERE ctid IN (
+                              SELECT ctid FROM idempotency_keys
+                              WHERE created_at < now() - make_interval(secs => $1::bigint)
+                              LIMIT $2::bigint)
+                            RETURNING 1)
+                          SELECT count(*) FROM gone",
+                    params: vec![Box::new(retention), Box::new(PRUNE_BATCH)],
+                };
+                let rows = db.send(prune).await.map_err(|e| retryable(e.into()))?.map_err(retryable)?;
+                let batch: i64 = rows.first().map_or(0, |row| row.get(0));
+                deleted += batch;
+                if batch < PRUNE_BATCH {
+                    break;
+                }
+            }
+            if deleted > 0 {
+                log::info!(target: "steward::jobs", "pruned {deleted} idempotency keys older than {retention}s");
+            }
+            Ok(json!({"deleted": deleted}))
         }
         .boxed_local()
     }

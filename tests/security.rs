@@ -307,3 +307,82 @@ async fn huge_balances_do_not_disable_the_ledger_check() {
     assert_eq!(result["holds"], true);
     assert_eq!(result["sum_balances"], "18446744073709551607");
 }
+
+/// A transfer as the client holding `api_key`; returns status, `Idempotent-Replayed` and body.
+async fn transfer_as(app: &TestApp, api_key: &str, key: &str, body: &Value) -> (u16, bool, Value) {
+    let response = app
+        .client
+        .post(app.url("/v1/transfers"))
+        .header("x-api-key", api_key)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers()["idempotent-replayed"] == "true";
+    (status, replayed, response.json().await.unwrap())
+}
+
+/// One client's Idempotency-Key neither replays to another client nor can be squatted by
+/// one; jobs' keys are scoped the same way.
+#[actix_rt::test]
+async fn idempotency_keys_are_scoped_to_the_client() {
+    let app = spawn_app_with(&[]).await;
+    let (a, b) = (app.account(1000).await, app.account(0).await);
+    let body = json!({"from": a, "to": b, "amount": 10});
+    let (status, replayed, victims) = transfer_as(&app, "victim", "order-42", &body).await;
+    assert_eq!((status, replayed), (201, false));
+    let (status, replayed, attackers) = transfer_as(&app, "attacker", "order-42", &body).await;
+    assert_eq!((status, replayed), (201, false), "not the victim's answer");
+    assert_ne!(attackers["id"], victims["id"]);
+    // The victim's own retry still replays.
+    let (status, replayed, again) = transfer_as(&app, "victim", "order-42", &body).await;
+    assert_eq!(
+        (status, replayed, &again["id"]),
+        (201, true, &victims["id"])
+    );
+    // A key squatted with another body by one client stays free for another.
+    let other = json!({"from": a, "to": b, "amount": 1});
+    assert_eq!(
+        transfer_as(&app, "attacker", "order-43", &other).await.0,
+        201
+    );
+    assert_eq!(transfer_as(&app, "victim", "order-43", &body).await.0, 201);
+
+    let job = |api_key: &'static str| {
+        app.client
+            .post(app.url("/v1/jobs"))
+            .header("x-api-key", api_key)
+            .header("idempotency-key", "job-1")
+            .json(&json!({"kind": "test.record"}))
+    };
+    let first = json_of(job("victim")).await;
+    let second = json_of(job("attacker")).await;
+    assert_eq!(second["created"], true);
+    assert_ne!(first["id"], second["id"]);
+}
+
+/// Idempotency keys older than `idempotency.retention` are deleted by the scheduled prune
+/// job, without anyone enqueuing it.
+#[actix_rt::test]
+async fn old_idempotency_keys_are_pruned_on_schedule() {
+    let app = spawn_app_with(&[("STEWARD__IDEMPOTENCY__PRUNE_INTERVAL", "1s")]).await;
+    let sql = app.sql().await;
+    sql.batch_execute(
+        "INSERT INTO idempotency_keys (key, fingerprint, status, response, created_at) VALUES
+           ('old', 'f', 201, '{}', now() - interval '25 hours'),
+           ('new', 'f', 201, '{}', now() - interval '23 hours')",
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "the old key is pruned", || async {
+        let rows = sql
+            .query("SELECT key FROM idempotency_keys ORDER BY key", &[])
+            .await
+            .unwrap();
+        let keys: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        keys == ["new"]
+    })
+    .await;
+}

@@ -33,6 +33,7 @@ pub struct Settings {
     pub locks: LocksSettings,
     pub ratelimit: RateLimitSettings,
     pub workers: WorkersSettings,
+    pub idempotency: IdempotencySettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
     pub health: HealthSettings,
@@ -138,6 +139,16 @@ pub struct WorkersSettings {
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
     pub retry_backoff: Backoff,
+}
+
+/// `[idempotency]`: how long transfers' idempotency keys are kept.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    #[serde(with = "steward_actors::duration")]
+    pub retention: Duration,
+    #[serde(with = "steward_actors::duration")]
+    pub prune_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

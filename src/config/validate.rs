@@ -299,6 +299,20 @@ pub(super) fn validate(
         DAY,
     )?;
 
+    let idempotency = &settings.idempotency;
+    check.lasting(
+        "idempotency.retention",
+        idempotency.retention,
+        MINUTE,
+        365 * DAY,
+    )?;
+    check.lasting(
+        "idempotency.prune_interval",
+        idempotency.prune_interval,
+        SECOND,
+        DAY,
+    )?;
+
     if let Err(expected) = validate_filter(&settings.log.level) {
         return Err(check.fail("log.level", &format!("{:?}", settings.log.level), expected));
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderName};
+use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -11,11 +11,11 @@ use steward_actors::StoreError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorEnvelope};
+use super::idempotency;
 use super::openapi::JobId;
 use super::pagination::{page_limit, Page};
 use crate::state::AppState;
 
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// What a client refused by a full queue is told to wait, in seconds.
 const QUEUE_FULL_RETRY_SECS: u64 = 5;
 /// The longest a job can be delayed: a week.
@@ -116,22 +116,7 @@ pub async fn create(
             format!("delay_ms is from 0 to {MAX_DELAY_MS}"),
         ));
     }
-    let idempotency_key = match req.headers().get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .filter(|k| (1..=255).contains(&k.len()))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        "Idempotency-Key is 1-255 visible ASCII characters",
-                    )
-                })?
-                .to_owned(),
-        ),
-    };
+    let idempotency_key = idempotency::scoped_key(&req, &state)?;
     let enqueue = Enqueue {
         kind: job.kind,
         payload: job.payload,

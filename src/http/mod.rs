@@ -4,9 +4,12 @@ mod accounts;
 mod admin;
 #[cfg(feature = "bench-routes")]
 pub mod bench_routes;
+mod client;
 mod drain;
 pub mod error;
+mod head;
 mod health;
+mod idempotency;
 mod jobs;
 mod kv;
 mod limits;
@@ -71,6 +74,7 @@ pub fn server(
             // Outermost last: the request id exists before anything logs, the envelope is
             // written (for a 429 too) before the telemetry sees the final status.
             .wrap(from_fn(ratelimit::rate_limit))
+            .wrap(from_fn(head::head_as_get))
             .wrap(from_fn(move |req, next| {
                 limits::request_limits(request_limits, req, next)
             }))

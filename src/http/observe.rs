@@ -18,6 +18,8 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    // Taken before the request goes on: HEAD is routed as GET further in.
+    let method = method_label(req.method());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let in_flight = state
         .as_ref()
@@ -32,7 +34,6 @@ pub async fn observe(
     let response = result?;
     let elapsed = started.elapsed();
     let request = response.request();
-    let method = method_label(request.method());
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());

@@ -2,7 +2,6 @@
 //! answers 429 with `Retry-After` past the limit, and tells clients where they stand with the
 //! IETF `RateLimit-Policy` and `RateLimit` headers.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +11,12 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
-use ipnet::IpNet;
-use sha2::{Digest, Sha256};
 use steward_actors::ratelimit::{canonical_path, Check, Decision, Policy, Reservations, Source};
 
+use super::client;
 use super::error::ApiError;
 use crate::state::AppState;
 
-const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
 const STATE_HEADER: HeaderName = HeaderName::from_static("ratelimit");
 
@@ -42,7 +38,7 @@ pub async fn rate_limit<B: MessageBody + 'static>(
     if covering.is_empty() {
         return Ok(next.call(req).await?.map_into_left_body());
     }
-    let identity = identity(&req, &state.trusted_proxies);
+    let identity = client::identity(req.request(), &state.trusted_proxies);
     let mut tightest: Option<(&Arc<Policy>, Decision)> = None;
     for policy in covering {
         let decision = decide(&state, policy, &identity).await;
@@ -158,42 +154,4 @@ fn insert(map: &mut HeaderMap, headers: Vec<(HeaderName, HeaderValue)>) {
     for (name, value) in headers {
         map.insert(name, value);
     }
-}
-
-/// Who is asking: the API key (hashed, so keys never reach Redis or logs), else the client's
-/// address — taken from `X-Forwarded-For` only when the peer is a trusted proxy.
-fn identity(req: &ServiceRequest, trusted: &[IpNet]) -> String {
-    if let Some(key) = req
-        .headers()
-        .get(API_KEY)
-        .map(HeaderValue::as_bytes)
-        .filter(|k| !k.is_empty())
-    {
-        let digest = Sha256::digest(key);
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        return format!("key:{hex}");
-    }
-    let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else {
-        return "ip:unknown".to_owned();
-    };
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let client = if is_trusted(&peer) {
-        forwarded_client(req.headers(), &is_trusted).unwrap_or(peer)
-    } else {
-        peer
-    };
-    format!("ip:{client}")
-}
-
-/// The right-most address in `X-Forwarded-For` that is not a trusted proxy: entries to its
-/// left were written by the client and can be forged.
-fn forwarded_client(headers: &HeaderMap, is_trusted: &dyn Fn(&IpAddr) -> bool) -> Option<IpAddr> {
-    let hops: Vec<IpAddr> = headers
-        .get_all(FORWARDED_FOR)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|hop| hop.trim().parse::<IpAddr>())
-        .collect::<Result<_, _>>()
-        .ok()?;
-    hops.into_iter().rev().find(|ip| !is_trusted(ip))
 }

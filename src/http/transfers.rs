@@ -7,31 +7,11 @@ use steward_actors::cache::Delete;
 
 use super::accounts::cache_key;
 use super::error::{ApiError, ErrorEnvelope};
+use super::idempotency;
 use crate::ledger::{self, Transfer, TransferAnswer, TransferRefusal, TransferRequest};
 use crate::state::AppState;
 
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-
-fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
-    let value = req.headers().get(IDEMPOTENCY_KEY).ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_idempotency_key",
-            "transfers need an Idempotency-Key header",
-        )
-    })?;
-    value
-        .to_str()
-        .ok()
-        .filter(|key| (1..=255).contains(&key.len()))
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key is 1-255 visible ASCII characters",
-            )
-        })
-}
 
 /// `POST /v1/transfers {"from", "to", "amount"}` with `Idempotency-Key`.
 #[utoipa::path(
@@ -54,7 +34,12 @@ pub async fn create(
     req: HttpRequest,
     body: web::Json<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&req)?;
+    let key = idempotency::scoped_key(&req, &state)?.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_idempotency_key",
+            "transfers need an Idempotency-Key header",
+        )
+    })?;
     let request = body.into_inner();
     if request.amount <= 0 {
         return Err(ApiError::unprocessable(

@@ -46,16 +46,31 @@ pub trait JobHandler {
     fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>>;
 }
 
-/// The handlers a service registers, by kind.
+/// The handlers a service registers, by kind, and the kinds it runs on a schedule.
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: HashMap<&'static str, Rc<dyn JobHandler>>,
+    periodic: Vec<(&'static str, Duration)>,
 }
 
 impl Registry {
     pub fn with(mut self, handler: impl JobHandler + 'static) -> Self {
         self.handlers.insert(handler.kind(), Rc::new(handler));
         self
+    }
+
+    /// Runs `handler` once every `interval` (payload `null`) across all replicas: each
+    /// replica's worker enqueues it when a new interval begins, under an idempotency key named
+    /// after the interval, so one job is queued however many replicas run. Jobs of a schedule
+    /// must tolerate running twice (the key expires with `workers.idempotency_ttl`).
+    pub fn every(mut self, interval: Duration, handler: impl JobHandler + 'static) -> Self {
+        self.periodic.push((handler.kind(), interval));
+        self.with(handler)
+    }
+
+    /// The scheduled kinds and their intervals.
+    pub fn periodic(&self) -> &[(&'static str, Duration)] {
+        &self.periodic
     }
 
     pub fn get(&self, kind: &str) -> Option<Rc<dyn JobHandler>> {

@@ -2,6 +2,7 @@
 //! outcomes, promotes delayed jobs, reclaims abandoned ones, and drains at shutdown without
 //! acknowledging anything unfinished.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ use crate::spec::{ChildSpec, SupervisorConfig, Tier};
 use crate::store::PoolConfig;
 use crate::stores::Stores;
 
+/// Attempts of a scheduled job; the next interval brings a new one anyway.
+const SCHEDULED_ATTEMPTS: u32 = 3;
 /// How often delayed jobs are promoted and abandoned ones looked for.
 const MAINTENANCE: Duration = Duration::from_millis(250);
 
@@ -36,6 +39,8 @@ pub struct JobWorker {
     in_flight: usize,
     fetching: bool,
     stopping: bool,
+    /// The interval each scheduled kind was last enqueued for.
+    scheduled: HashMap<&'static str, u64>,
 }
 
 /// Queues a job. `idempotency_key`: the same key returns the same job.
@@ -229,6 +234,7 @@ impl JobWorker {
             let depth = queue.depth().await?;
             Ok::<_, StoreError>((claimed, depth))
         };
+        self.schedule(ctx);
         ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| match outcome {
             Ok((claimed, (depth, pending))) => {
                 let queue = act.config.queue.clone();
@@ -241,6 +247,43 @@ impl JobWorker {
             }
             Err(error) => log::debug!(target: "steward::jobs", "queue maintenance failed: {error}"),
         }));
+    }
+}
+
+impl JobWorker {
+    /// Enqueues each scheduled kind whose next interval has begun (see [`Registry::every`]).
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        for &(kind, interval) in self.registry.periodic() {
+            let slot = (now.as_millis() / interval.as_millis().max(1)) as u64;
+            if self.scheduled.get(kind) == Some(&slot) {
+                continue;
+            }
+            self.scheduled.insert(kind, slot);
+            let queue = Rc::clone(&self.queue);
+            let enqueue = async move {
+                let id = format!("{:032x}", rand::random::<u128>());
+                let key = format!("schedule:{kind}:{slot}");
+                let job = NewJob {
+                    id: &id,
+                    kind,
+                    payload: "null",
+                    max_attempts: SCHEDULED_ATTEMPTS,
+                    delay: Duration::ZERO,
+                    idempotency_key: Some(&key),
+                };
+                queue.enqueue(&job).await
+            };
+            ctx.spawn(enqueue.into_actor(self).map(move |outcome, act, _| {
+                if let Err(error) = outcome {
+                    // Tried again at the next maintenance tick.
+                    log::warn!(target: "steward::jobs", "could not schedule {kind}: {error}");
+                    act.scheduled.remove(kind);
+                }
+            }));
+        }
     }
 }
 
@@ -377,6 +420,7 @@ pub fn job_worker_child(
             in_flight: 0,
             fetching: false,
             stopping: false,
+            scheduled: HashMap::new(),
         };
         let (addr, running) = start_actor(worker);
         slot.set(addr);

@@ -1,0 +1,49 @@
+//! Who is asking: the identity the rate limiter counts by and idempotency keys are scoped to.
+
+use std::net::IpAddr;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::HttpRequest;
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Who is asking: the API key (hashed, so keys never reach Redis or logs), else the client's
+/// address — taken from `X-Forwarded-For` only when the peer is a trusted proxy.
+pub fn identity(req: &HttpRequest, trusted: &[IpNet]) -> String {
+    if let Some(key) = req
+        .headers()
+        .get(API_KEY)
+        .map(HeaderValue::as_bytes)
+        .filter(|k| !k.is_empty())
+    {
+        let digest = Sha256::digest(key);
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        return format!("key:{hex}");
+    }
+    let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else {
+        return "ip:unknown".to_owned();
+    };
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let client = if is_trusted(&peer) {
+        forwarded_client(req.headers(), &is_trusted).unwrap_or(peer)
+    } else {
+        peer
+    };
+    format!("ip:{client}")
+}
+
+/// The right-most address in `X-Forwarded-For` that is not a trusted proxy: entries to its
+/// left were written by the client and can be forged.
+fn forwarded_client(headers: &HeaderMap, is_trusted: &dyn Fn(&IpAddr) -> bool) -> Option<IpAddr> {
+    let hops: Vec<IpAddr> = headers
+        .get_all(FORWARDED_FOR)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|hop| hop.trim().parse::<IpAddr>())
+        .collect::<Result<_, _>>()
+        .ok()?;
+    hops.into_iter().rev().find(|ip| !is_trusted(ip))
+}

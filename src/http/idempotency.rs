@@ -1,0 +1,36 @@
+//! The `Idempotency-Key` header: one parser for every route that takes one, and the client
+//! scope every key is stored under.
+//!
+//! A key is stored as `<client>|<key>`, where the client is the rate limiter's identity (the
+//! hashed `X-Api-Key`, else the address), so one client's key can neither replay another's
+//! answer nor be squatted by another: `order-42` of two clients is two keys. Client
+//! identities never hold `|`, so no key of one client can spell a key of another.
+
+use actix_web::http::header::HeaderName;
+use actix_web::HttpRequest;
+
+use super::client;
+use super::error::ApiError;
+use crate::state::AppState;
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The request's `Idempotency-Key` in its client's scope; `None` when the header is absent.
+/// A key that is not 1-255 visible ASCII characters is a 400.
+pub fn scoped_key(req: &HttpRequest, state: &AppState) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| (1..=255).contains(&key.len()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key is 1-255 visible ASCII characters",
+            )
+        })?;
+    let client = client::identity(req, &state.trusted_proxies);
+    Ok(Some(format!("{client}|{key}")))
+}
