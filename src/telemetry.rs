@@ -1,5 +1,13 @@
 //! Logging: env_logger behind a handle that can change the filter at run time, in text or
 //! JSON lines, plus a panic hook that sends panics through the same logger.
+//!
+//! Three rules sit on top of the filter, whatever it says:
+//! - the audit trail ([`AUDIT`]) is always written: no filter can silence the record of who
+//!   changed what, including the change of the filter itself;
+//! - crates that log what they are handed ([`QUIET_TARGETS`]: `tokio_postgres` logs query
+//!   parameters at debug) stay at `info` at most unless the filter names them;
+//! - what actix-http reports at ERROR or WARN about a malformed request is the client's
+//!   doing, not the service's, and is written at INFO.
 
 use std::io::Write;
 use std::sync::{OnceLock, RwLock};
@@ -14,17 +22,49 @@ use crate::config::LogFormat;
 /// inside it can be replaced (`PUT /admin/log-level`).
 static LOGGER: OnceLock<ReloadableLogger> = OnceLock::new();
 
+/// The log target of the audit trail: admin actions, who made them and from where. Always
+/// written, whatever the filter.
+pub const AUDIT: &str = "steward::audit";
+
+/// Dependency crates kept at `info` at most unless the filter names them: at debug they log
+/// query parameters and commands, which carry client data.
+const QUIET_TARGETS: [&str; 4] = ["tokio_postgres", "postgres_protocol", "redis", "bb8"];
+
+/// Crates whose errors and warnings about a request are the client's doing.
+const CLIENT_FAULT_TARGETS: [&str; 1] = ["actix_http"];
+
 struct ReloadableLogger {
     format: LogFormat,
     inner: RwLock<env_logger::Logger>,
+    /// Writes the audit trail, with a filter of its own.
+    audit: env_logger::Logger,
 }
 
 impl Log for ReloadableLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        self.read().enabled(metadata)
+        metadata.target() == AUDIT || self.read().enabled(metadata)
     }
 
     fn log(&self, record: &Record) {
+        if record.target() == AUDIT {
+            return self.audit.log(record);
+        }
+        let client_fault = record.level() <= log::Level::Warn
+            && CLIENT_FAULT_TARGETS
+                .iter()
+                .any(|t| record.target().starts_with(t));
+        if client_fault {
+            let args = *record.args();
+            let relevelled = Record::builder()
+                .args(args)
+                .level(log::Level::Info)
+                .target(record.target())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build();
+            return self.read().log(&relevelled);
+        }
         self.read().log(record);
     }
 
@@ -51,7 +91,7 @@ impl LogControl {
             return Err("logging is not initialised".into());
         };
         let replacement = build(filter, logger.format);
-        log::set_max_level(replacement.filter());
+        log::set_max_level(max_level(&replacement));
         *logger.inner.write().unwrap_or_else(|e| e.into_inner()) = replacement;
         Ok(())
     }
@@ -70,10 +110,11 @@ pub fn init(filter: &str, format: LogFormat) -> LogControl {
         ReloadableLogger {
             format,
             inner: RwLock::new(build(&filter, format)),
+            audit: build(&format!("off,{AUDIT}=trace"), format),
         }
     });
     if installed && log::set_logger(logger).is_ok() {
-        log::set_max_level(logger.read().filter());
+        log::set_max_level(max_level(&logger.read()));
         std::panic::set_hook(Box::new(|info| {
             log::error!(target: "panic", "{info}");
         }));
@@ -106,10 +147,43 @@ pub fn validate_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What `log` lets through to the logger: what the filter wants, and the audit trail.
+fn max_level(logger: &env_logger::Logger) -> log::LevelFilter {
+    logger.filter().max(log::LevelFilter::Info)
+}
+
+/// `filter` with every quiet target it does not name capped at `info` (or at the filter's
+/// default level, when that is lower).
+fn with_quiet_targets(filter: &str) -> String {
+    let directives: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let default = directives
+        .iter()
+        .filter(|d| !d.contains('='))
+        .filter_map(|d| d.parse::<log::LevelFilter>().ok())
+        .next_back()
+        .unwrap_or(log::LevelFilter::Off);
+    let cap = default.min(log::LevelFilter::Info);
+    let named = |target: &str| {
+        directives.iter().any(|d| {
+            d.split_once('=')
+                .is_some_and(|(t, _)| t == target || t.starts_with(&format!("{target}::")))
+        })
+    };
+    let mut out = filter.to_owned();
+    for target in QUIET_TARGETS.iter().filter(|t| !named(t)) {
+        out.push_str(&format!(",{target}={cap}"));
+    }
+    out
+}
+
 fn build(filter: &str, format: LogFormat) -> env_logger::Logger {
     let mut builder = env_logger::Builder::new();
     builder
-        .parse_filters(filter)
+        .parse_filters(&with_quiet_targets(filter))
         .target(env_logger::Target::Stderr);
     match format {
         LogFormat::Json => builder.format(|buf, record| {
@@ -174,7 +248,18 @@ impl<'kvs> VisitSource<'kvs> for TextFields {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_filter;
+    use super::{validate_filter, with_quiet_targets};
+
+    #[test]
+    fn quiet_targets_stay_at_info_unless_named() {
+        let debug = with_quiet_targets("debug");
+        assert!(debug.contains(",tokio_postgres=INFO"), "{debug}");
+        let low = with_quiet_targets("warn,steward=debug");
+        assert!(low.contains(",tokio_postgres=WARN"), "{low}");
+        let named = with_quiet_targets("debug,tokio_postgres=trace");
+        assert!(!named.contains("tokio_postgres=INFO"), "{named}");
+        assert!(named.contains(",redis=INFO"), "{named}");
+    }
 
     #[test]
     fn accepts_levels_and_directives_only() {

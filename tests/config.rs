@@ -176,7 +176,7 @@ fn shutdown_deadlines_must_be_consistent() {
 
 #[test]
 fn secrets_come_from_files_and_never_print() {
-    let token = temp_file("token", "s3cr3t-token\n");
+    let token = temp_file("token", "s3cr3t-admin-token\n");
     let path = token.to_str().unwrap();
     let loaded = loaded(&sources(
         None,
@@ -189,9 +189,9 @@ fn secrets_come_from_files_and_never_print() {
             ),
         ],
     ));
-    assert_eq!(loaded.settings.admin.token, "s3cr3t-token");
+    assert_eq!(loaded.settings.admin.token, "s3cr3t-admin-token");
     let printed = loaded.redacted_toml();
-    assert!(!printed.contains("s3cr3t-token"), "{printed}");
+    assert!(!printed.contains("s3cr3t-admin-token"), "{printed}");
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(
         printed.contains("postgres://app:***@db:5432/steward"),
@@ -242,7 +242,7 @@ fn check_config_prints_the_redacted_configuration() {
     let output = steward(
         &["check-config"],
         &[
-            ("STEWARD__ADMIN__TOKEN", "very-secret"),
+            ("STEWARD__ADMIN__TOKEN", "very-secret-admin-token"),
             ("STEWARD__SERVER__PORT", "9100"),
         ],
     );

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::service::Service;
 use common::{error_code, eventually, json_of, spawn_app_with, TestApp};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -385,4 +386,159 @@ async fn old_idempotency_keys_are_pruned_on_schedule() {
         keys == ["new"]
     })
     .await;
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+const TOKEN: &str = "security-test-admin-token";
+
+/// Admin actions are in the audit trail before they take effect, with who and from where,
+/// and a filter of "off" silences neither itself nor what comes after it.
+#[actix_rt::test]
+async fn admin_actions_are_audited_even_when_they_turn_the_log_off() {
+    let service = Service::start(&[("STEWARD__ADMIN__TOKEN", TOKEN)]).await;
+    let http = http();
+    let off = http
+        .put(service.url("/admin/log-level"))
+        .bearer_auth(TOKEN)
+        .header("x-request-id", "audit-me")
+        .json(&json!({"level": "off"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status().as_u16(), 200);
+    let line = service.wait_for_line("log filter set to \"off\"").await;
+    for field in [
+        "steward::audit",
+        "peer=127.0.0.1",
+        "request_id=audit-me",
+        "token_id=",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    let read = http
+        .get(service.url("/admin/actors"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 200);
+    service
+        .wait_for_line("admin request GET /admin/actors")
+        .await;
+    assert!(
+        !service
+            .log()
+            .iter()
+            .any(|l| l.contains("steward::access") && l.contains("/admin/actors")),
+        "the access log is off"
+    );
+}
+
+/// The token is compared as digests in constant time, failures are throttled per address and
+/// logged with it, and the scheme is case-insensitive.
+#[actix_rt::test]
+async fn wrong_admin_tokens_are_throttled_and_logged() {
+    let service = Service::start(&[("STEWARD__ADMIN__TOKEN", TOKEN)]).await;
+    let http = http();
+    let actors = |authorization: String| {
+        http.get(service.url("/admin/actors"))
+            .header("authorization", authorization)
+            .send()
+    };
+    assert_eq!(
+        actors(format!("bearer {TOKEN}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        actors(format!("BEARER {TOKEN}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let mut statuses = Vec::new();
+    for n in 0..20 {
+        let response = actors(format!("Bearer guess-{n}")).await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status().as_u16() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            assert_eq!(error_code(response).await.1, "too_many_auth_failures");
+        }
+    }
+    assert_eq!(&statuses[..5], &[401; 5]);
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // While throttled, even the right token is not looked at.
+    assert_eq!(
+        actors(format!("Bearer {TOKEN}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        429
+    );
+    let failures: Vec<String> = service
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("admin authentication failed"))
+        .collect();
+    assert_eq!(
+        failures.len(),
+        5,
+        "one line per refused attempt, none per throttled one"
+    );
+    assert!(failures
+        .iter()
+        .all(|l| l.contains("WARN") && l.contains("peer=127.0.0.1")));
+    let metrics = service.metrics(&http).await;
+    assert!(metrics.contains("admin_auth_failures_total{outcome=\"rejected\"} 5"));
+}
+
+/// A short admin token is refused at start-up without being printed.
+#[test]
+fn a_short_admin_token_is_refused() {
+    let output = std::process::Command::new(common::service::binary())
+        .current_dir(common::manifest_dir())
+        .env("STEWARD_ENV", "test")
+        .env("STEWARD__ADMIN__TOKEN", "x")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("admin.token = <redacted>"), "{stderr}");
+    assert!(stderr.contains("at least 16 bytes"), "{stderr}");
+}
+
+/// At debug, dependency crates do not log query parameters (an account's name) unless the
+/// filter names them.
+#[actix_rt::test]
+async fn debug_logs_do_not_carry_query_parameters() {
+    let service = Service::start(&[("STEWARD__LOG__LEVEL", "debug")]).await;
+    let http = http();
+    service.until_ready(&http).await;
+    let created = http
+        .post(service.url("/v1/accounts"))
+        .json(&json!({"name": "Secret-Name-7f3a", "initial_balance": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    service.wait_for_line("POST /v1/accounts 201").await;
+    let leaked: Vec<String> = service
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("Secret-Name-7f3a"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
 }

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub lock_operations_total: IntCounterVec,
     pub ratelimit_decisions_total: IntCounterVec,
     pub jobs_total: IntCounterVec,
+    /// Admin authentications refused, by outcome (`rejected`, `throttled`).
+    pub admin_auth_failures_total: IntCounterVec,
     /// Enqueues refused, by reason (`queue_full`, `payload_too_large`).
     pub jobs_rejected_total: IntCounterVec,
     pub job_duration_seconds: HistogramVec,
@@ -118,6 +120,13 @@ impl Metrics {
                 ),
                 &["queue", "kind", "outcome"],
             )?,
+            admin_auth_failures_total: IntCounterVec::new(
+                Opts::new(
+                    "admin_auth_failures_total",
+                    "Admin requests refused: a wrong or missing token, or throttled",
+                ),
+                &["outcome"],
+            )?,
             jobs_rejected_total: IntCounterVec::new(
                 Opts::new(
                     "jobs_rejected_total",
@@ -165,6 +174,7 @@ impl Metrics {
         registry.register(Box::new(metrics.ratelimit_decisions_total.clone()))?;
         registry.register(Box::new(metrics.jobs_total.clone()))?;
         registry.register(Box::new(metrics.jobs_rejected_total.clone()))?;
+        registry.register(Box::new(metrics.admin_auth_failures_total.clone()))?;
         registry.register(Box::new(metrics.job_duration_seconds.clone()))?;
         registry.register(Box::new(metrics.jobs_in_flight.clone()))?;
         registry.register(Box::new(metrics.queue_depth.clone()))?;

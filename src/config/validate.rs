@@ -18,6 +18,9 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Builds errors that name the key, its value and where the value came from.
+/// The shortest admin token accepted: 128 bits of a random hex token.
+const MIN_ADMIN_TOKEN: usize = 16;
+
 struct Checker<'a> {
     origin: &'a dyn Fn(&str) -> Origin,
 }
@@ -271,7 +274,7 @@ pub(super) fn validate(
         "workers.max_payload_size",
         workers.max_payload_size,
         2,
-        settings.server.max_json_size,
+        1 << 24,
     )?;
     check.lasting(
         "workers.idempotency_ttl",
@@ -298,6 +301,15 @@ pub(super) fn validate(
         workers.retry_backoff.min,
         DAY,
     )?;
+
+    let token = &settings.admin.token;
+    if !token.is_empty() && token.len() < MIN_ADMIN_TOKEN {
+        return Err(check.fail(
+            "admin.token",
+            &"<redacted>",
+            format!("at least {MIN_ADMIN_TOKEN} bytes (a random token: openssl rand -hex 32), or empty to turn the admin routes off"),
+        ));
+    }
 
     let idempotency = &settings.idempotency;
     check.lasting(

@@ -1,51 +1,183 @@
 //! `/admin/*`: operator endpoints behind a bearer token.
+//!
+//! The token is compared as SHA-256 digests in constant time (`subtle`), so neither its bytes
+//! nor its length can be read from response times. Failures are throttled per client address
+//! ([`AuthThrottle`]) and written to the audit trail with the address and request id; every
+//! admin request that passes is written there too, before it takes effect, naming the token
+//! by its id (a digest prefix, never the token).
 
+use std::collections::HashMap;
 use std::future::{ready, Ready};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Payload;
-use actix_web::http::{header, StatusCode};
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use steward_actors::supervisor::{ChildInfo, ListChildren};
+use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use super::client;
 use super::error::{ApiError, ErrorEnvelope};
+use super::request_id::RequestId;
 use crate::state::AppState;
+use crate::telemetry::AUDIT;
 
-/// Proof that the request carried `Authorization: Bearer <admin.token>`. Taking it as the
-/// first argument of a handler protects the handler.
-pub struct Admin;
+/// The configured admin token, as it is compared: its digest.
+struct AdminToken {
+    digest: [u8; 32],
+    /// Names the token in the audit trail: the first 8 hex digits of its digest.
+    id: String,
+}
+
+impl AdminToken {
+    fn new(token: &str) -> Self {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let id = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Self { digest, id }
+    }
+
+    fn matches(&self, given: &str) -> bool {
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        self.digest.ct_eq(&given).into()
+    }
+}
+
+/// Failed admin authentications per client address: each address may fail [`Self::BURST`]
+/// times, then once every [`Self::REFILL`]; past that it is answered 429 without the token
+/// being looked at. At most [`Self::MAX_ADDRESSES`] addresses are tracked; while that many
+/// are throttled at once, new addresses are throttled too (failing closed).
+#[derive(Default)]
+pub struct AuthThrottle {
+    addresses: Mutex<HashMap<IpAddr, Allowance>>,
+}
+
+struct Allowance {
+    failures_left: f64,
+    at: Instant,
+}
+
+impl AuthThrottle {
+    const BURST: f64 = 5.0;
+    const REFILL: Duration = Duration::from_secs(12);
+    const MAX_ADDRESSES: usize = 10_000;
+
+    fn refilled(allowance: &Allowance, now: Instant) -> f64 {
+        let earned = now.duration_since(allowance.at).as_secs_f64() / Self::REFILL.as_secs_f64();
+        (allowance.failures_left + earned).min(Self::BURST)
+    }
+
+    /// How long `address` must wait before trying again; `None` when it may try now.
+    fn wait(&self, address: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        if !addresses.contains_key(&address) && addresses.len() >= Self::MAX_ADDRESSES {
+            addresses.retain(|_, a| Self::refilled(a, now) < Self::BURST);
+            if addresses.len() >= Self::MAX_ADDRESSES {
+                return Some(Self::REFILL);
+            }
+        }
+        let left = addresses.get(&address).map(|a| Self::refilled(a, now))?;
+        (left < 1.0).then(|| Self::REFILL.mul_f64(1.0 - left))
+    }
+
+    /// Spends one of `address`'s failures.
+    fn failed(&self, address: IpAddr) {
+        let now = Instant::now();
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let left = addresses
+            .get(&address)
+            .map_or(Self::BURST, |a| Self::refilled(a, now));
+        addresses.insert(
+            address,
+            Allowance {
+                failures_left: (left - 1.0).max(0.0),
+                at: now,
+            },
+        );
+    }
+}
+
+/// Proof that the request carried `Authorization: Bearer <admin.token>` (the scheme in any
+/// case, as RFC 9110 says). Taking it as the first argument of a handler protects the
+/// handler and writes the request to the audit trail.
+pub struct Admin {
+    /// The client's address, as the audit trail names it.
+    pub peer: IpAddr,
+    pub token_id: String,
+    pub request_id: String,
+}
 
 impl FromRequest for Admin {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let expected = req
-            .app_data::<web::Data<AppState>>()
-            .and_then(|state| state.admin_token.clone());
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        ready(match (expected, given) {
-            (Some(expected), Some(given)) if same_secret(expected.as_bytes(), given.as_bytes()) => {
-                Ok(Admin)
-            }
-            _ => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this route needs Authorization: Bearer <admin token>",
-            )),
-        })
+        ready(authenticate(req))
     }
 }
 
-/// Compares in time independent of where the inputs differ, so the token cannot be guessed
-/// byte by byte from response times.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
+    let unauthorized = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs Authorization: Bearer <admin token>",
+        )
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+    };
+    let state = req.app_data::<web::Data<AppState>>();
+    let throttle = req.app_data::<web::Data<AuthThrottle>>();
+    let Some((state, throttle, expected)) =
+        state.and_then(|s| Some((s, throttle?, AdminToken::new(s.admin_token.as_deref()?))))
+    else {
+        return Err(unauthorized());
+    };
+    let peer = client::address(req, &state.trusted_proxies);
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    let failures = &state.metrics.admin_auth_failures_total;
+    if let Some(wait) = throttle.wait(peer) {
+        failures.with_label_values(&["throttled"]).inc();
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_auth_failures",
+            "too many failed admin authentications from this address; retry later",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(secs)));
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start_matches(' '));
+    let outcome = match given {
+        None => "no bearer token",
+        Some(token) if expected.matches(token) => {
+            log::info!(target: AUDIT, peer:% = peer, request_id = request_id.as_str(), token_id = expected.id.as_str(); "admin request {} {}", req.method(), req.path());
+            return Ok(Admin {
+                peer,
+                token_id: expected.id.clone(),
+                request_id,
+            });
+        }
+        Some(_) => "wrong token",
+    };
+    throttle.failed(peer);
+    failures.with_label_values(&["rejected"]).inc();
+    log::warn!(target: AUDIT, peer:% = peer, request_id = request_id.as_str(); "admin authentication failed ({outcome}) for {} {}", req.method(), req.path());
+    Err(unauthorized())
 }
 
 /// Every supervised child.
@@ -63,6 +195,7 @@ pub struct Children {
     responses(
         (status = 200, description = "The supervision tree", body = Children),
         (status = 401, description = "No or a wrong admin token", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorEnvelope),
     )
 )]
 pub async fn actors(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -90,21 +223,23 @@ pub struct LogLevel {
     responses(
         (status = 200, description = "The filter now in force", body = LogLevel),
         (status = 401, description = "No or a wrong admin token", body = ErrorEnvelope),
+        (status = 429, description = "Too many failed authentications from this address", body = ErrorEnvelope),
         (status = 415, description = "Not application/json", body = ErrorEnvelope),
         (status = 422, description = "Not a level or filter", body = ErrorEnvelope),
     )
 )]
 pub async fn set_log_level(
-    _: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     body: web::Json<LogLevel>,
 ) -> Result<HttpResponse, ApiError> {
+    crate::telemetry::validate_filter(&body.level).map_err(|expected| {
+        ApiError::unprocessable("invalid_log_level", format!("expected {expected}"))
+    })?;
+    // Written before the change: a filter of "off" must not hide its own setting.
+    log::warn!(target: AUDIT, peer:% = admin.peer, request_id = admin.request_id.as_str(), token_id = admin.token_id.as_str(); "log filter set to {:?} through /admin/log-level", body.level);
     state.log.set_filter(&body.level).map_err(|expected| {
         ApiError::unprocessable("invalid_log_level", format!("expected {expected}"))
     })?;
-    log::warn!(
-        "log filter changed to {:?} through /admin/log-level",
-        body.level
-    );
     Ok(HttpResponse::Ok().json(body.into_inner()))
 }

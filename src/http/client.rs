@@ -23,16 +23,21 @@ pub fn identity(req: &HttpRequest, trusted: &[IpNet]) -> String {
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         return format!("key:{hex}");
     }
+    format!("ip:{}", address(req, trusted))
+}
+
+/// The client's address: the peer's, or the one in `X-Forwarded-For` when the peer is a
+/// trusted proxy. Unknown (no peer, as in some tests) is the unspecified address.
+pub fn address(req: &HttpRequest, trusted: &[IpNet]) -> IpAddr {
     let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else {
-        return "ip:unknown".to_owned();
+        return IpAddr::from([0, 0, 0, 0]);
     };
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let client = if is_trusted(&peer) {
+    if is_trusted(&peer) {
         forwarded_client(req.headers(), &is_trusted).unwrap_or(peer)
     } else {
         peer
-    };
-    format!("ip:{client}")
+    }
 }
 
 /// The right-most address in `X-Forwarded-For` that is not a trusted proxy: entries to its

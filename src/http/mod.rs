@@ -49,6 +49,7 @@ pub fn server(
     #[cfg(feature = "bench-routes")]
     let direct = web::Data::from(std::sync::Arc::clone(&state.direct));
     let data = web::Data::new(state);
+    let admin_throttle = web::Data::new(admin::AuthThrottle::default());
     let limits = settings.clone();
     let request_limits = limits::RequestLimits {
         max_head_size: settings.max_head_size,
@@ -57,6 +58,7 @@ pub fn server(
     let mut server = HttpServer::new(move || {
         let app = App::new()
             .app_data(data.clone())
+            .app_data(admin_throttle.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(limits.max_json_size)
