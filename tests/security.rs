@@ -507,13 +507,7 @@ async fn wrong_admin_tokens_are_throttled_and_logged() {
 /// A short admin token is refused at start-up without being printed.
 #[test]
 fn a_short_admin_token_is_refused() {
-    let output = std::process::Command::new(common::service::binary())
-        .current_dir(common::manifest_dir())
-        .env("STEWARD_ENV", "test")
-        .env("STEWARD__ADMIN__TOKEN", "x")
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let output = steward(&["check-config"], &[("STEWARD__ADMIN__TOKEN", "x")]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("admin.token = <redacted>"), "{stderr}");
@@ -541,4 +535,43 @@ async fn debug_logs_do_not_carry_query_parameters() {
         .filter(|l| l.contains("Secret-Name-7f3a"))
         .collect();
     assert!(leaked.is_empty(), "{leaked:?}");
+}
+
+fn steward(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(common::service::binary())
+        .current_dir(common::manifest_dir())
+        .env("STEWARD_ENV", "test")
+        .envs(vars.iter().copied())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// No form of a store password reaches check-config's output or a configuration error.
+#[test]
+fn passwords_are_redacted_in_every_form_and_output() {
+    for (key, url) in [
+        ("STEWARD__POSTGRES__URL", "postgres://u:pa/ss-sekrit@127.0.0.1/db"),
+        ("STEWARD__POSTGRES__URL", "postgres://u@127.0.0.1/db?password=sekrit"),
+        ("STEWARD__POSTGRES__URL", "host=127.0.0.1 password=sekrit user=u"),
+        ("STEWARD__POSTGRES__URL", "host=127.0.0.1 password='se krit' user=u"),
+        ("STEWARD__REDIS__URL", "redis://user:sekrit@127.0.0.1:6379"),
+    ] {
+        let output = steward(&["check-config"], &[(key, url)]);
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{url}: {printed}");
+        assert!(!printed.contains("krit"), "{url}: {printed}");
+    }
+    for (key, url) in [
+        ("STEWARD__REDIS__URL", "redis://user:sekrit@host:99999"),
+        ("STEWARD__REDIS__URL", "redis://user:pa/sekrit@host"),
+        ("STEWARD__POSTGRES__URL", "postgres://u:sekrit@h:notaport/db"),
+        ("STEWARD__POSTGRES__URL", "host=h port=x password=sekrit"),
+    ] {
+        let output = steward(&["check-config"], &[(key, url)]);
+        let printed = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {printed}");
+        assert!(!printed.contains("sekrit"), "{url}: {printed}");
+    }
 }

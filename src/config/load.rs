@@ -367,25 +367,104 @@ fn split_key(key: &str) -> (Vec<&str>, &str) {
     (parts, last)
 }
 
-/// `redis://user:secret@host/` → `redis://user:***@host/`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
+/// A connection string as it may be shown: every password in it replaced by `***`.
+///
+/// Both stores accept passwords in more places than the userinfo of a URL, and every one must
+/// go: `scheme://user:secret@host` (also when the secret holds `/`, `?` or `@`: the userinfo
+/// ends at the last `@`), `?password=secret` and `sslpassword=` in the query, and libpq's
+/// key-value form `host=h password=secret` or `password='a \'quoted\' secret'`.
+pub(crate) fn redact_url(text: &str) -> String {
+    match text.find("://") {
+        Some(scheme_end) => redact_url_form(text, scheme_end + 3),
+        None => redact_key_values(text),
     }
+}
+
+const PASSWORD_KEYS: [&str; 2] = ["password", "sslpassword"];
+
+fn redact_url_form(url: &str, authority_start: usize) -> String {
+    let rest = &url[authority_start..];
+    let (mut out, after_userinfo) = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let shown = if user.len() < userinfo.len() {
+                format!("{user}:***")
+            } else {
+                userinfo.to_owned()
+            };
+            (format!("{}{shown}@", &url[..authority_start]), &rest[at + 1..])
+        }
+        None => (url[..authority_start].to_owned(), rest),
+    };
+    let Some((location, query)) = after_userinfo.split_once('?') else {
+        out.push_str(after_userinfo);
+        return out;
+    };
+    out.push_str(location);
+    out.push('?');
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if PASSWORD_KEYS.contains(&name.to_ascii_lowercase().as_str()) => {
+                format!("{name}=***")
+            }
+            _ => param.to_owned(),
+        })
+        .collect();
+    out.push_str(&params.join("&"));
+    out
+}
+
+/// libpq's `key = value` form: values are bare words or single-quoted with `\\` escapes.
+fn redact_key_values(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let skip_space = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let key_start = skip_space(i);
+        out.push_str(&text[i..key_start]);
+        let mut key_end = key_start;
+        while key_end < bytes.len() && bytes[key_end] != b'=' && !bytes[key_end].is_ascii_whitespace()
+        {
+            key_end += 1;
+        }
+        let equals = skip_space(key_end);
+        if equals >= bytes.len() || bytes[equals] != b'=' {
+            // Not `key = value`: copy the word as it is.
+            out.push_str(&text[key_start..key_end]);
+            i = key_end;
+            continue;
+        }
+        let value_start = skip_space(equals + 1);
+        let mut value_end = value_start;
+        if value_end < bytes.len() && bytes[value_end] == b'\'' {
+            value_end += 1;
+            while value_end < bytes.len() && bytes[value_end] != b'\'' {
+                value_end += if bytes[value_end] == b'\\' { 2 } else { 1 };
+            }
+            value_end = (value_end + 1).min(bytes.len());
+        } else {
+            while value_end < bytes.len() && !bytes[value_end].is_ascii_whitespace() {
+                value_end += 1;
+            }
+        }
+        out.push_str(&text[key_start..value_start]);
+        let key = text[key_start..key_end].to_ascii_lowercase();
+        if PASSWORD_KEYS.contains(&key.as_str()) {
+            out.push_str("***");
+        } else {
+            out.push_str(&text[value_start..value_end]);
+        }
+        i = value_end;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -393,13 +472,30 @@ mod tests {
     use super::redact_url;
 
     #[test]
-    fn redacts_url_passwords_only() {
-        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
-        assert_eq!(
-            redact_url("postgres://u:p@ss@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    fn redacts_every_password_form() {
+        for (given, shown) in [
+            ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:pa/ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:pa?ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("redis://h:6379", "redis://h:6379"),
+            (
+                "postgres://u@h/db?sslmode=require&password=sekrit",
+                "postgres://u@h/db?sslmode=require&password=***",
+            ),
+            ("postgres://h/db?PassWord=sekrit", "postgres://h/db?PassWord=***"),
+            ("host=h password=sekrit user=u", "host=h password=*** user=u"),
+            ("host=h password = sekrit", "host=h password = ***"),
+            (
+                r"host=h password='se \'kr it' user=u",
+                "host=h password=*** user=u",
+            ),
+            ("host=h sslpassword=sekrit", "host=h sslpassword=***"),
+        ] {
+            let redacted = redact_url(given);
+            assert_eq!(redacted, shown, "{given}");
+            assert!(!redacted.contains("sekrit") && !redacted.contains("kr it"));
+        }
     }
 }
