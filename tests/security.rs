@@ -551,10 +551,22 @@ fn steward(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
 #[test]
 fn passwords_are_redacted_in_every_form_and_output() {
     for (key, url) in [
-        ("STEWARD__POSTGRES__URL", "postgres://u:pa/ss-sekrit@127.0.0.1/db"),
-        ("STEWARD__POSTGRES__URL", "postgres://u@127.0.0.1/db?password=sekrit"),
-        ("STEWARD__POSTGRES__URL", "host=127.0.0.1 password=sekrit user=u"),
-        ("STEWARD__POSTGRES__URL", "host=127.0.0.1 password='se krit' user=u"),
+        (
+            "STEWARD__POSTGRES__URL",
+            "postgres://u:pa/ss-sekrit@127.0.0.1/db",
+        ),
+        (
+            "STEWARD__POSTGRES__URL",
+            "postgres://u@127.0.0.1/db?password=sekrit",
+        ),
+        (
+            "STEWARD__POSTGRES__URL",
+            "host=127.0.0.1 password=sekrit user=u",
+        ),
+        (
+            "STEWARD__POSTGRES__URL",
+            "host=127.0.0.1 password='se krit' user=u",
+        ),
         ("STEWARD__REDIS__URL", "redis://user:sekrit@127.0.0.1:6379"),
     ] {
         let output = steward(&["check-config"], &[(key, url)]);
@@ -566,7 +578,10 @@ fn passwords_are_redacted_in_every_form_and_output() {
     for (key, url) in [
         ("STEWARD__REDIS__URL", "redis://user:sekrit@host:99999"),
         ("STEWARD__REDIS__URL", "redis://user:pa/sekrit@host"),
-        ("STEWARD__POSTGRES__URL", "postgres://u:sekrit@h:notaport/db"),
+        (
+            "STEWARD__POSTGRES__URL",
+            "postgres://u:sekrit@h:notaport/db",
+        ),
         ("STEWARD__POSTGRES__URL", "host=h port=x password=sekrit"),
     ] {
         let output = steward(&["check-config"], &[(key, url)]);
@@ -574,4 +589,100 @@ fn passwords_are_redacted_in_every_form_and_output() {
         assert_eq!(output.status.code(), Some(2), "{url}: {printed}");
         assert!(!printed.contains("sekrit"), "{url}: {printed}");
     }
+}
+
+/// Client input that reached PostgreSQL or Redis as it was became a 500: it is a 4xx now.
+#[actix_rt::test]
+async fn bad_client_input_is_a_4xx_not_a_500() {
+    let app = spawn_app_with(&[]).await;
+    let nul = app.post_account("nul\u{0}name", 1).await;
+    assert_eq!(error_code(nul).await, (422, "invalid_name".into()));
+    for cursor in [
+        "99999999999999999999999-1",
+        "1-99999999999999999999999",
+        "1-",
+        "-1",
+    ] {
+        let dead = app.get(&format!("/v1/jobs/dead?cursor={cursor}")).await;
+        assert_eq!(
+            error_code(dead).await,
+            (400, "invalid_cursor".into()),
+            "{cursor}"
+        );
+    }
+    assert_eq!(
+        app.get("/v1/jobs/dead?cursor=18446744073709551615-0")
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+/// Every GET route answers HEAD as it answers GET, without a body.
+#[actix_rt::test]
+async fn every_get_route_answers_head() {
+    let app = spawn_app_with(&[]).await;
+    let account = app.account(5).await;
+    for path in [
+        "/health/live".to_owned(),
+        "/health/ready".to_owned(),
+        "/version".to_owned(),
+        "/metrics".to_owned(),
+        "/openapi.json".to_owned(),
+        "/v1/kv/missing".to_owned(),
+        "/v1/accounts".to_owned(),
+        format!("/v1/accounts/{account}"),
+        format!("/v1/accounts/{account}/transfers"),
+        "/v1/jobs/dead".to_owned(),
+        format!("/v1/jobs/{}", "0".repeat(32)),
+        "/v1/locks/free".to_owned(),
+    ] {
+        let get = app.get(&path).await;
+        let head = app.client.head(app.url(&path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "{path}");
+        assert!(head.headers().contains_key("x-request-id"), "{path}");
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}");
+    }
+}
+
+/// Malformed request heads are the client's fault: answered 4xx, logged at most at INFO.
+#[actix_rt::test]
+async fn malformed_requests_are_not_logged_as_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let service = Service::start(&[]).await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70 * 1024));
+    for request in [
+        "GARBAGE\r\n\r\n".to_owned(),
+        "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".to_owned(),
+        "GET / HTTP/9.9\r\n\r\n".to_owned(),
+        long_uri,
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    }
+    // Each refusal is logged, at INFO: wait for the four lines, then look at their levels.
+    eventually(
+        Duration::from_secs(10),
+        "four parse errors logged",
+        || async {
+            let lines = service.log();
+            lines
+                .iter()
+                .filter(|l| l.contains("request parse error"))
+                .count()
+                == 4
+        },
+    )
+    .await;
+    let errors: Vec<String> = service
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
 }

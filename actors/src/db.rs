@@ -133,6 +133,11 @@ pub fn pg_error(error: tokio_postgres::Error) -> StoreError {
             "40001" | "40P01" => StoreError::Contention(db.message().to_owned()),
             "23505" => StoreError::Conflict(db.constraint().unwrap_or("unique").to_owned()),
             "23503" | "23514" | "22003" => StoreError::Invalid(db.message().to_owned()),
+            // Any other data exception is a value the client sent that the database cannot
+            // take (a NUL byte, an impossible date): the client's mistake, told in plain words.
+            code if code.starts_with("22") => {
+                StoreError::Invalid("a value is not one the database can store".to_owned())
+            }
             "57014" => StoreError::Timeout,
             code if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
                 StoreError::Unavailable(db.message().to_owned())

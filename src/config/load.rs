@@ -393,7 +393,10 @@ fn redact_url_form(url: &str, authority_start: usize) -> String {
             } else {
                 userinfo.to_owned()
             };
-            (format!("{}{shown}@", &url[..authority_start]), &rest[at + 1..])
+            (
+                format!("{}{shown}@", &url[..authority_start]),
+                &rest[at + 1..],
+            )
         }
         None => (url[..authority_start].to_owned(), rest),
     };
@@ -431,7 +434,9 @@ fn redact_key_values(text: &str) -> String {
         let key_start = skip_space(i);
         out.push_str(&text[i..key_start]);
         let mut key_end = key_start;
-        while key_end < bytes.len() && bytes[key_end] != b'=' && !bytes[key_end].is_ascii_whitespace()
+        while key_end < bytes.len()
+            && bytes[key_end] != b'='
+            && !bytes[key_end].is_ascii_whitespace()
         {
             key_end += 1;
         }
@@ -484,8 +489,14 @@ mod tests {
                 "postgres://u@h/db?sslmode=require&password=sekrit",
                 "postgres://u@h/db?sslmode=require&password=***",
             ),
-            ("postgres://h/db?PassWord=sekrit", "postgres://h/db?PassWord=***"),
-            ("host=h password=sekrit user=u", "host=h password=*** user=u"),
+            (
+                "postgres://h/db?PassWord=sekrit",
+                "postgres://h/db?PassWord=***",
+            ),
+            (
+                "host=h password=sekrit user=u",
+                "host=h password=*** user=u",
+            ),
             ("host=h password = sekrit", "host=h password = ***"),
             (
                 r"host=h password='se \'kr it' user=u",

@@ -60,10 +60,11 @@ pub async fn create(
         name,
         initial_balance,
     } = body.into_inner();
-    if !(1..=100).contains(&name.chars().count()) {
+    // PostgreSQL text cannot hold NUL, and no other control character belongs in a name.
+    if !(1..=100).contains(&name.chars().count()) || name.chars().any(char::is_control) {
         return Err(ApiError::unprocessable(
             "invalid_name",
-            "name is 1-100 characters",
+            "name is 1-100 characters, none of them control characters",
         ));
     }
     if initial_balance < 0 {

@@ -196,10 +196,11 @@ pub async fn dead(
     let limit = page_limit(query.limit)? as usize;
     // Cursors are dead-letter entry ids ("<ms>-<seq>"), opaque to clients.
     if let Some(cursor) = &query.cursor {
+        // Both parts must fit 64 bits, or Redis refuses the id (a 500 before).
         let ok = cursor.split_once('-').is_some_and(|(ms, seq)| {
-            !ms.is_empty()
-                && !seq.is_empty()
-                && (ms.to_owned() + seq).bytes().all(|b| b.is_ascii_digit())
+            [ms, seq]
+                .iter()
+                .all(|n| n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<u64>().is_ok())
         });
         if !ok {
             return Err(ApiError::bad_request(
