@@ -4,9 +4,9 @@ use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::{Actor, Addr, AsyncContext};
+use actix_web::dev::Server;
 use bb8_postgres::PostgresConnectionManager;
 use futures::FutureExt;
 use steward_actors::cache::Cache;
@@ -23,11 +23,11 @@ use steward_actors::{
 };
 use tokio_postgres::NoTls;
 
-use crate::config::{parse_net, ServerSettings, Settings};
+use crate::config::{parse_net, Settings};
 use crate::migrations::MIGRATIONS;
-use crate::state::AppState;
+use crate::state::{AppState, MetricsRoute};
 use crate::telemetry::LogControl;
-use crate::{http, signals, telemetry};
+use crate::{fd_budget, http, listener, memory, signals, telemetry};
 
 /// A started steward instance.
 ///
@@ -47,10 +47,31 @@ impl Application {
     /// Binds the listener and starts the supervisor, which starts the stores and then HTTP.
     /// Must be called inside an actix `System`.
     pub fn start(settings: &Settings, log: LogControl) -> Result<Self, String> {
-        let server = &settings.server;
-        let listener = TcpListener::bind((server.host.as_str(), server.port))
+        let budget = fd_budget::fit(settings)?;
+        let mut server = settings.server.clone();
+        if budget.clamped {
+            log::warn!(
+                target: "steward",
+                "server.max_connections lowered from {} to {} per worker: the file descriptor limit is {}",
+                server.max_connections,
+                budget.max_connections,
+                budget.limit
+            );
+        }
+        server.max_connections = budget.max_connections;
+        let listener = listener::bind(&server.host, server.port, server.backlog)
             .map_err(|e| format!("cannot listen on {}:{}: {e}", server.host, server.port))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let metrics_listener = match settings.metrics.listen.as_str() {
+            "" => None,
+            address => {
+                let listener = TcpListener::bind(address)
+                    .map_err(|e| format!("cannot listen on {address} for /metrics: {e}"))?;
+                let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
+                log::info!(target: "steward", "metrics listener addr={metrics_addr}");
+                Some(listener)
+            }
+        };
         let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
         let readiness = Readiness::default();
         let cache = Slot::default();
@@ -170,25 +191,43 @@ impl Application {
                     .collect(),
                 log,
                 admin_token: settings.admin_token().map(Arc::from),
+                metrics_route: match (&metrics_listener, settings.metrics.require_token) {
+                    (Some(_), _) => MetricsRoute::OwnListener,
+                    (None, true) => MetricsRoute::AdminToken,
+                    (None, false) => MetricsRoute::Public,
+                },
                 ping_timeout: settings.health.timeout,
+                pings: crate::state::PingCache::new(settings.health.ready_cache),
                 require_redis: settings.health.require_redis,
                 api: settings.cache.clone(),
                 #[cfg(feature = "bench-routes")]
                 direct: Arc::new(direct),
             };
-            supervisor
+            let supervisor = supervisor
                 .child(cache_child)
                 .child(locks_child)
                 .child(limiter_child)
                 .child(db_child)
-                .child(worker_child)
-                .child(http_child(
-                    server.clone(),
-                    settings.shutdown.http_timeout,
-                    listener,
-                    state,
-                    &settings.supervisor,
-                ))
+                .child(worker_child);
+            let supervisor = match metrics_listener {
+                Some(listener) => {
+                    let state = state.clone();
+                    supervisor.child(http_child(
+                        "metrics-http",
+                        listener,
+                        move |socket| http::metrics_server(socket, state.clone()),
+                        &settings.supervisor,
+                    ))
+                }
+                None => supervisor,
+            };
+            let http_timeout = settings.shutdown.http_timeout;
+            supervisor.child(http_child(
+                "http",
+                listener,
+                move |socket| http::server(&server, http_timeout, socket, state.clone()),
+                &settings.supervisor,
+            ))
         });
         log::info!(target: "steward", "listening addr={addr}");
         Ok(Self {
@@ -282,22 +321,20 @@ fn rand_suffix() -> u32 {
 /// duplicate of it) and is closed when the child is asked to stop, so connections arriving
 /// after the HTTP phase began are refused by the kernel rather than queued unanswered.
 fn http_child(
-    settings: ServerSettings,
-    http_timeout: Duration,
+    name: &'static str,
     listener: TcpListener,
-    state: AppState,
+    build: impl Fn(TcpListener) -> std::io::Result<Server> + 'static,
     supervisor: &SupervisorConfig,
 ) -> ChildSpec {
     let listener = Rc::new(RefCell::new(Some(listener)));
-    ChildSpec::new("http", Tier::Http, supervisor, move || {
+    ChildSpec::new(name, Tier::Http, supervisor, move || {
         let socket = listener
             .borrow()
             .as_ref()
             .ok_or("the listening socket is closed")?
             .try_clone()
             .map_err(|e| e.to_string())?;
-        let server = http::server(&settings, http_timeout, socket, state.clone())
-            .map_err(|e| e.to_string())?;
+        let server = build(socket).map_err(|e| e.to_string())?;
         let handle = server.handle();
         let listener = Rc::clone(&listener);
         let exited = server.map(|result| match result {
@@ -321,6 +358,7 @@ pub fn serve(settings: Settings) -> i32 {
         env!("CARGO_PKG_VERSION"),
         env!("STEWARD_GIT_COMMIT")
     );
+    memory::trim_periodically(settings.server.memory_trim_interval);
     let code = actix_rt::System::new().block_on(async move {
         let app = match Application::start(&settings, log) {
             Ok(app) => app,

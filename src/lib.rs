@@ -6,10 +6,13 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+mod fd_budget;
 mod healthcheck;
 pub mod http;
 pub mod jobs;
 pub mod ledger;
+mod listener;
+mod memory;
 pub mod migrations;
 mod signals;
 pub mod state;

@@ -1,7 +1,9 @@
 //! What every HTTP handler can reach.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
 
 use actix::{Actor, Addr};
 use steward_actors::cache::CacheActor;
@@ -9,6 +11,7 @@ use steward_actors::db::DbActor;
 use steward_actors::jobs::JobWorker;
 use steward_actors::lock::LockActor;
 use steward_actors::ratelimit::{LimiterActor, Policy, Reservations};
+use steward_actors::store::PingReport;
 use steward_actors::{Metrics, Probe, Readiness, Slot, Supervisor};
 
 use crate::config::CacheSettings;
@@ -41,8 +44,12 @@ pub struct AppState {
     pub log: LogControl,
     /// `None` when no admin token is configured: the admin routes are then not mounted.
     pub admin_token: Option<Arc<str>>,
+    /// Where `/metrics` is served and who may read it.
+    pub metrics_route: MetricsRoute,
     /// Deadline of each store ping behind `/health/ready`.
     pub ping_timeout: Duration,
+    /// The last round of those pings, served for `health.ready_cache`.
+    pub pings: PingCache,
     /// Whether readiness fails while Redis is down (`health.require_redis`).
     pub require_redis: bool,
     /// TTLs and limits of the kv and accounts APIs.
@@ -50,6 +57,67 @@ pub struct AppState {
     /// The actor-less kv route of the benchmark build.
     #[cfg(feature = "bench-routes")]
     pub direct: Arc<crate::http::bench_routes::Direct>,
+}
+
+/// Where `/metrics` is served (`[metrics]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsRoute {
+    /// On the main listener, to anyone.
+    Public,
+    /// On the main listener, behind the admin token.
+    AdminToken,
+    /// Only on a listener of its own.
+    OwnListener,
+}
+
+/// One store's answer to a readiness ping.
+pub struct Checked {
+    pub name: &'static str,
+    pub required: bool,
+    pub report: PingReport,
+}
+
+/// The last round of readiness pings, kept for `ttl`: however often `/health/ready` is asked
+/// (by probes, or by a client hammering it), the stores are pinged at most once per `ttl` per
+/// process. Callers arriving while a round is under way wait for it instead of starting one.
+#[derive(Clone)]
+pub struct PingCache {
+    ttl: Duration,
+    last: Arc<tokio::sync::Mutex<Option<Round>>>,
+}
+
+/// A round of pings and when it was made.
+type Round = (Instant, Arc<[Checked]>);
+
+impl PingCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: Arc::default(),
+        }
+    }
+
+    /// The current round, pinging the stores first when the last one is older than the ttl.
+    pub async fn checks(&self, state: &AppState) -> Arc<[Checked]> {
+        let mut last = self.last.lock().await;
+        if let Some((at, checks)) = last.as_ref() {
+            if at.elapsed() < self.ttl {
+                return Arc::clone(checks);
+            }
+        }
+        let timeout = state.ping_timeout;
+        let pings = state.dependencies().map(|dependency| async move {
+            Checked {
+                name: dependency.name,
+                required: dependency.required,
+                report: dependency.probe.ping(timeout).await,
+            }
+        });
+        let checks: Arc<[Checked]> = join_all(pings).await.into();
+        state.metrics.readiness_checks_total.inc();
+        *last = Some((Instant::now(), Arc::clone(&checks)));
+        checks
+    }
 }
 
 /// A store `/health/ready` checks.

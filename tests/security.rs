@@ -686,3 +686,126 @@ async fn malformed_requests_are_not_logged_as_errors() {
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// `/health/ready` pings the stores at most once per `health.ready_cache`, however often it
+/// is asked.
+#[actix_rt::test]
+async fn readiness_does_not_amplify_requests_onto_the_stores() {
+    let app = spawn_app_with(&[("STEWARD__HEALTH__READY_CACHE", "3s")]).await;
+    let before = app.metric("readiness_checks_total").await;
+    let probes = (0..200).map(|_| app.get("/health/ready"));
+    for response in futures::future::join_all(probes).await {
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    // One round at most: the cached one may have run out during the burst.
+    let rounds = app.metric("readiness_checks_total").await - before;
+    assert!(rounds <= 1.0, "{rounds} rounds of pings for 200 probes");
+}
+
+/// `/metrics` can move to a listener of its own, or stay behind the admin token.
+#[actix_rt::test]
+async fn metrics_can_be_kept_from_clients() {
+    let service = Service::start(&[("STEWARD__METRICS__LISTEN", "127.0.0.1:0")]).await;
+    let http = http();
+    let line = service.wait_for_line("metrics listener addr=").await;
+    let addr: String = line
+        .rsplit("metrics listener addr=")
+        .next()
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    let main = http.get(service.url("/metrics")).send().await.unwrap();
+    assert_eq!(error_code(main).await, (404, "not_found".into()));
+    let own = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status().as_u16(), 200);
+    assert!(own.text().await.unwrap().contains("http_requests_total"));
+
+    let app = spawn_app_with(&[("STEWARD__METRICS__REQUIRE_TOKEN", "true")]).await;
+    assert_eq!(
+        error_code(app.get("/metrics").await).await,
+        (401, "unauthorized".into())
+    );
+    let with_token = app
+        .admin(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status().as_u16(), 200);
+}
+
+/// The steward binary with its descriptor limit (soft and hard) set to `nofile`.
+fn with_nofile_limit(nofile: u64, vars: &[(&str, &str)]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(common::service::binary());
+    command
+        .current_dir(common::manifest_dir())
+        .env("STEWARD_ENV", "test")
+        .env("STEWARD__SERVER__WORKERS", "2")
+        .env("STEWARD__REDIS__URL", "redis://127.0.0.1:1")
+        .env(
+            "STEWARD__POSTGRES__URL",
+            "postgres://postgres@127.0.0.1:1/x",
+        )
+        .envs(vars.iter().copied())
+        .arg("serve");
+    // SAFETY: setrlimit is async-signal-safe and touches only this child.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A service that started runs until told to stop: give it a moment, then SIGTERM.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    child.wait_with_output().unwrap()
+}
+
+/// Connections that cannot fit under the descriptor limit are clamped at start-up, and a
+/// limit too small to serve refuses to start, instead of failing every accept later.
+#[test]
+fn the_connection_budget_fits_the_descriptor_limit() {
+    let clamped = with_nofile_limit(2000, &[]);
+    let log = String::from_utf8_lossy(&clamped.stderr);
+    assert!(
+        log.contains("server.max_connections lowered from 4096 to"),
+        "{log}"
+    );
+    let refused = with_nofile_limit(200, &[]);
+    let log = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{log}");
+    assert!(log.contains("file descriptor limit (200)"), "{log}");
+}
+
+/// `server.backlog` reaches listen(2) (std's bind always used 128).
+#[actix_rt::test]
+async fn the_configured_backlog_is_the_listeners() {
+    let service = Service::start(&[("STEWARD__SERVER__BACKLOG", "77")]).await;
+    let output = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", service.addr.port())])
+        .output()
+        .expect("ss (iproute2) is installed by .ci/test");
+    let table = String::from_utf8_lossy(&output.stdout);
+    // State, Recv-Q, Send-Q (the backlog of a listening socket), ...
+    let columns: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(columns.get(2), Some(&"77"), "{table}");
+}

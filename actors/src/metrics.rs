@@ -28,6 +28,8 @@ pub struct Metrics {
     pub lock_operations_total: IntCounterVec,
     pub ratelimit_decisions_total: IntCounterVec,
     pub jobs_total: IntCounterVec,
+    /// Rounds of store pings made for `/health/ready` (the others were served from cache).
+    pub readiness_checks_total: IntCounter,
     /// Admin authentications refused, by outcome (`rejected`, `throttled`).
     pub admin_auth_failures_total: IntCounterVec,
     /// Enqueues refused, by reason (`queue_full`, `payload_too_large`).
@@ -127,6 +129,10 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            readiness_checks_total: IntCounter::new(
+                "readiness_checks_total",
+                "Rounds of store pings made for /health/ready; cached answers are not counted",
+            )?,
             jobs_rejected_total: IntCounterVec::new(
                 Opts::new(
                     "jobs_rejected_total",
@@ -174,6 +180,7 @@ impl Metrics {
         registry.register(Box::new(metrics.ratelimit_decisions_total.clone()))?;
         registry.register(Box::new(metrics.jobs_total.clone()))?;
         registry.register(Box::new(metrics.jobs_rejected_total.clone()))?;
+        registry.register(Box::new(metrics.readiness_checks_total.clone()))?;
         registry.register(Box::new(metrics.admin_auth_failures_total.clone()))?;
         registry.register(Box::new(metrics.job_duration_seconds.clone()))?;
         registry.register(Box::new(metrics.jobs_in_flight.clone()))?;

@@ -35,6 +35,7 @@ pub struct Settings {
     pub workers: WorkersSettings,
     pub idempotency: IdempotencySettings,
     pub admin: AdminSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub health: HealthSettings,
     pub supervisor: SupervisorConfig,
@@ -60,6 +61,8 @@ pub struct ServerSettings {
     pub max_head_size: usize,
     pub max_body_size: usize,
     pub max_json_size: usize,
+    #[serde(with = "steward_actors::duration")]
+    pub memory_trim_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -159,6 +162,16 @@ pub struct AdminSettings {
     pub token_file: String,
 }
 
+/// `[metrics]`: who may read `/metrics`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port` of a listener of its own for `/metrics`; empty serves it on the main one.
+    pub listen: String,
+    /// Whether `/metrics` on the main listener needs the admin token.
+    pub require_token: bool,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -182,6 +195,8 @@ pub struct HealthSettings {
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
     pub require_redis: bool,
+    #[serde(with = "steward_actors::duration")]
+    pub ready_cache: Duration,
     pub reconnect: Backoff,
 }
 

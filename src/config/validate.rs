@@ -117,6 +117,12 @@ pub(super) fn validate(
         128 * 1024,
     )?;
     check.within("server.max_json_size", server.max_json_size, 1, 1 << 30)?;
+    check.lasting(
+        "server.memory_trim_interval",
+        server.memory_trim_interval,
+        Duration::ZERO,
+        HOUR,
+    )?;
 
     let redis = &settings.redis;
     redis_manager(&redis.url).map_err(|expected| {
@@ -311,6 +317,20 @@ pub(super) fn validate(
         ));
     }
 
+    let metrics = &settings.metrics;
+    if !metrics.listen.is_empty() && metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+        let value = format!("{:?}", metrics.listen);
+        let expected = "host:port, like \"0.0.0.0:9090\", or empty".to_owned();
+        return Err(check.fail("metrics.listen", &value, expected));
+    }
+    if metrics.require_token && token.is_empty() {
+        return Err(check.fail(
+            "metrics.require_token",
+            &true,
+            "false while admin.token is empty (the token it asks for)".into(),
+        ));
+    }
+
     let idempotency = &settings.idempotency;
     check.lasting(
         "idempotency.retention",
@@ -332,6 +352,12 @@ pub(super) fn validate(
     let health = &settings.health;
     check.lasting("health.interval", health.interval, 10 * MS, HOUR)?;
     check.lasting("health.timeout", health.timeout, 10 * MS, MINUTE)?;
+    check.lasting(
+        "health.ready_cache",
+        health.ready_cache,
+        Duration::ZERO,
+        MINUTE,
+    )?;
     check.lasting("health.reconnect.min", health.reconnect.min, MS, HOUR)?;
     check.lasting(
         "health.reconnect.max",

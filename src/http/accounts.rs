@@ -60,11 +60,11 @@ pub async fn create(
         name,
         initial_balance,
     } = body.into_inner();
-    // PostgreSQL text cannot hold NUL, and no other control character belongs in a name.
-    if !(1..=100).contains(&name.chars().count()) || name.chars().any(char::is_control) {
+    // PostgreSQL text cannot hold NUL; everything else is stored as data.
+    if !(1..=100).contains(&name.chars().count()) || name.contains('\0') {
         return Err(ApiError::unprocessable(
             "invalid_name",
-            "name is 1-100 characters, none of them control characters",
+            "name is 1-100 characters, none of them NUL",
         ));
     }
     if initial_balance < 0 {

@@ -1,8 +1,6 @@
 //! Liveness and readiness, as orchestrators probe them.
 
 use actix_web::{web, HttpResponse};
-use futures::future::join_all;
-use futures::FutureExt;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -37,6 +35,8 @@ pub async fn live() -> HttpResponse {
 
 /// `GET /health/ready`: 200 only when no shutdown is under way, no child is degraded, and every
 /// required store answers a ping within `health.timeout`; otherwise 503 naming what is wrong.
+/// The pings are shared for `health.ready_cache` (see [`crate::state::PingCache`]); a shutdown
+/// and a degraded child show at once.
 /// A store that is down but not required (Redis, by default) turns the status to "degraded"
 /// without failing the probe.
 #[utoipa::path(
@@ -56,33 +56,26 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             5,
         ));
     }
-    let timeout = state.ping_timeout;
-    let pings = state.dependencies().map(|dependency| {
-        let (name, required) = (dependency.name, dependency.required);
-        dependency
-            .probe
-            .ping(timeout)
-            .map(move |report| (name, required, report))
-    });
-    let reports = join_all(pings).await;
+    let reports = state.pings.checks(&state).await;
     let down = |required: bool| -> Vec<&'static str> {
         reports
             .iter()
-            .filter(|(_, req, report)| !report.ok && *req == required)
-            .map(|(name, _, _)| *name)
+            .filter(|check| !check.report.ok && check.required == required)
+            .map(|check| check.name)
             .collect()
     };
     let (failing, optional_down) = (down(true), down(false));
     let degraded = state.readiness.degraded();
     let checks: Map<String, Value> = reports
-        .into_iter()
-        .map(|(name, _, report)| {
+        .iter()
+        .map(|checked| {
+            let report = &checked.report;
             let status = if report.ok { "up" } else { "down" };
             let mut check = json!({"status": status, "latency_ms": report.latency_ms});
-            if let Some(error) = report.error {
-                check["error"] = error.into();
+            if let Some(error) = &report.error {
+                check["error"] = error.as_str().into();
             }
-            (name.to_owned(), check)
+            (checked.name.to_owned(), check)
         })
         .collect();
     if failing.is_empty() && degraded.is_empty() {

@@ -7,6 +7,7 @@ use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::admin::Admin;
 use super::error::ApiError;
 use crate::state::AppState;
 
@@ -55,4 +56,12 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok()
         .content_type(encoder.format_type())
         .body(body))
+}
+
+/// `GET /metrics` behind the admin token (`metrics.require_token`).
+pub async fn metrics_for_admin(
+    _: Admin,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    metrics(state).await
 }

@@ -33,7 +33,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::ServerSettings;
-use crate::state::AppState;
+use crate::state::{AppState, MetricsRoute};
 
 /// Builds the server on an already bound `listener` (bound once at start-up, so a restart of
 /// the HTTP child reuses the port and a bind error surfaces before anything starts).
@@ -67,7 +67,7 @@ pub fn server(
             .app_data(web::PayloadConfig::new(limits.max_body_size))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            .configure(|cfg| routes(cfg, data.admin_token.is_some()));
+            .configure(|cfg| routes(cfg, data.admin_token.is_some(), data.metrics_route));
         #[cfg(feature = "bench-routes")]
         let app = app.app_data(direct.clone()).service(
             web::resource("/bench/kv-direct/{key}").route(web::get().to(bench_routes::kv_get)),
@@ -99,10 +99,37 @@ pub fn server(
     Ok(server.listen(listener)?.run())
 }
 
-fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool) {
+/// `/metrics` alone, on the listener `metrics.listen` names: for Prometheus, kept off the port
+/// clients reach.
+pub fn metrics_server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .service(web::resource("/metrics").route(web::get().to(meta::metrics)))
+            .default_service(web::to(error::no_route))
+            .wrap(from_fn(head::head_as_get))
+            .wrap(from_fn(error::envelope))
+            .wrap(from_fn(request_id::request_id))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .disable_signals();
+    Ok(server.listen(listener)?.run())
+}
+
+fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool, metrics: MetricsRoute) {
+    match metrics {
+        MetricsRoute::Public => {
+            cfg.service(web::resource("/metrics").route(web::get().to(meta::metrics)));
+        }
+        MetricsRoute::AdminToken => {
+            cfg.service(web::resource("/metrics").route(web::get().to(meta::metrics_for_admin)));
+        }
+        MetricsRoute::OwnListener => {}
+    }
     cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
-        .service(web::resource("/metrics").route(web::get().to(meta::metrics)))
         .service(web::resource("/version").route(web::get().to(meta::version)))
         .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
         .service(
