@@ -141,17 +141,21 @@ async fn enqueued_id(app: &TestApp, body: Value) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// Enqueues `body`, waits until the job has succeeded, and returns its status document.
+async fn run_to_success(app: &TestApp, body: Value) -> Value {
+    let id = enqueued_id(app, body).await;
+    eventually(Duration::from_secs(10), "the job succeeded", || async {
+        job_status(app, &id).await.1["status"] == "succeeded"
+    })
+    .await;
+    job_status(app, &id).await.1
+}
+
 /// A job delayed past `status_ttl` still runs: its document lives until it has run.
 #[actix_rt::test]
 async fn a_job_delayed_past_the_status_ttl_still_runs() {
     let app = spawn_app_with(&[("STEWARD__WORKERS__STATUS_TTL", "1s")]).await;
-    let id = enqueued_id(&app, json!({"kind": "test.record", "delay_ms": 2500})).await;
-    eventually(
-        Duration::from_secs(10),
-        "the delayed job succeeded",
-        || async { job_status(&app, &id).await.1["status"] == "succeeded" },
-    )
-    .await;
+    run_to_success(&app, json!({"kind": "test.record", "delay_ms": 2500})).await;
 }
 
 /// Finished jobs keep their documents only for the newest `max_finished`; the dead letters of
@@ -268,13 +272,7 @@ async fn lock_names_cannot_reach_internal_keys_or_the_services_locks() {
         take("ledger.reconcile").await.unwrap().status().as_u16(),
         201
     );
-    let id = enqueued_id(&app, json!({"kind": "ledger.reconcile"})).await;
-    eventually(
-        Duration::from_secs(10),
-        "the reconcile succeeded",
-        || async { job_status(&app, &id).await.1["status"] == "succeeded" },
-    )
-    .await;
+    run_to_success(&app, json!({"kind": "ledger.reconcile"})).await;
 
     // No key per lock name outlives its lock: besides the locks, one counter.
     let mut redis = app.redis().await;
@@ -297,14 +295,8 @@ async fn huge_balances_do_not_disable_the_ledger_check() {
             201
         );
     }
-    let id = enqueued_id(&app, json!({"kind": "ledger.reconcile"})).await;
-    eventually(
-        Duration::from_secs(10),
-        "the reconcile succeeded",
-        || async { job_status(&app, &id).await.1["status"] == "succeeded" },
-    )
-    .await;
-    let result = job_status(&app, &id).await.1["result"].clone();
+    let done = run_to_success(&app, json!({"kind": "ledger.reconcile"})).await;
+    let result = &done["result"];
     assert_eq!(result["holds"], true);
     assert_eq!(result["sum_balances"], "18446744073709551607");
 }
