@@ -276,10 +276,16 @@ impl JobWorker {
                 };
                 queue.enqueue(&job).await
             };
-            ctx.spawn(enqueue.into_actor(self).map(move |outcome, act, _| {
-                if let Err(error) = outcome {
-                    // Tried again at the next maintenance tick.
-                    log::warn!(target: "steward::jobs", "could not schedule {kind}: {error}");
+            ctx.spawn(enqueue.into_actor(self).map(move |outcome, act, _| match outcome {
+                Ok(_) => {}
+                // A full queue skips this interval: the next one brings the job again.
+                Err(StoreError::Full(_)) => {
+                    log::warn!(target: "steward::jobs", "{kind} skipped this interval: the queue is full");
+                }
+                Err(error) => {
+                    // Tried again at the next maintenance tick (four a second: at debug, like
+                    // the maintenance's own failures; the store actors report Redis down).
+                    log::debug!(target: "steward::jobs", "could not schedule {kind}: {error}");
                     act.scheduled.remove(kind);
                 }
             }));
