@@ -283,15 +283,26 @@ async fn a_job_whose_worker_was_killed_is_reclaimed_and_completed_elsewhere() {
     doomed.signal(Signal::SIGKILL);
     doomed.exit_status(Duration::from_secs(5)).await;
 
-    let _rescuer = Service::start(&[shared]).await;
-    eventually(
-        Duration::from_secs(20),
-        "another worker completed it",
-        || async {
-            job_states(&prefix, std::slice::from_ref(&id)).await[0] == ("succeeded".to_owned(), 1)
-        },
-    )
+    let rescuer = Service::start(&[shared]).await;
+    let last = std::cell::RefCell::new(Default::default());
+    let completed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let state = job_states(&prefix, std::slice::from_ref(&id)).await[0].clone();
+            if state == ("succeeded".to_owned(), 1) {
+                return;
+            }
+            *last.borrow_mut() = state;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
     .await;
+    assert!(
+        completed.is_ok(),
+        "another worker did not complete job {id} within 20 s; last (status, completions): {:?}; \
+         the rescuer's log:\n{}",
+        last.borrow(),
+        rescuer.log().join("\n")
+    );
 }
 
 #[tokio::test]

@@ -17,10 +17,10 @@ const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// Builds errors that name the key, its value and where the value came from.
 /// The shortest admin token accepted: 128 bits of a random hex token.
 const MIN_ADMIN_TOKEN: usize = 16;
 
+/// Builds errors that name the key, its value and where the value came from.
 struct Checker<'a> {
     origin: &'a dyn Fn(&str) -> Origin,
 }
@@ -76,13 +76,39 @@ impl Checker<'_> {
     }
 }
 
-/// Checks `settings`; `origin` tells where a key's value came from.
+/// Checks `settings`; `origin` tells where a key's value came from. One function a section;
+/// the first error found is returned.
 pub(super) fn validate(
     settings: &Settings,
     origin: &dyn Fn(&str) -> Origin,
 ) -> Result<(), ConfigError> {
     let check = Checker { origin };
+    let sections: [Section; 14] = [
+        server,
+        redis,
+        postgres,
+        cache,
+        locks,
+        ratelimit,
+        workers,
+        admin,
+        metrics,
+        idempotency,
+        log,
+        health,
+        supervisor,
+        shutdown,
+    ];
+    sections
+        .iter()
+        .try_for_each(|section| section(&check, settings))
+}
 
+/// The checks of one section.
+type Section = fn(&Checker, &Settings) -> Result<(), ConfigError>;
+
+/// `[server]`.
+fn server(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let server = &settings.server;
     if server.host.trim().is_empty() {
         return Err(check.fail("server.host", &"\"\"", "a host name or IP address".into()));
@@ -123,7 +149,11 @@ pub(super) fn validate(
         Duration::ZERO,
         HOUR,
     )?;
+    Ok(())
+}
 
+/// `[redis]`.
+fn redis(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let redis = &settings.redis;
     redis_manager(&redis.url).map_err(|expected| {
         check.fail(
@@ -141,7 +171,11 @@ pub(super) fn validate(
         ));
     }
     check.pool("redis.pool", &redis.pool)?;
+    Ok(())
+}
 
+/// `[postgres]`.
+fn postgres(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let postgres = &settings.postgres;
     let timeouts = (postgres.pool.connection_timeout, postgres.query_timeout);
     postgres_manager(&postgres.url, None, timeouts.0, timeouts.1).map_err(|expected| {
@@ -176,7 +210,11 @@ pub(super) fn validate(
         postgres.tx_backoff.min,
         MINUTE,
     )?;
+    Ok(())
+}
 
+/// `[cache]`.
+fn cache(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let cache = &settings.cache;
     check.lasting("cache.timeout", cache.timeout, MS, MINUTE)?;
     if !(0.0..=0.5).contains(&cache.ttl_jitter) {
@@ -203,10 +241,19 @@ pub(super) fn validate(
         "cache.max_value_size",
         cache.max_value_size,
         1,
-        server.max_body_size,
+        settings.server.max_body_size,
     )?;
+    Ok(())
+}
 
+/// `[locks]`.
+fn locks(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     check.lasting("locks.timeout", settings.locks.timeout, MS, MINUTE)?;
+    Ok(())
+}
+
+/// `[ratelimit]`: the policies and trusted proxies.
+fn ratelimit(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let ratelimit = &settings.ratelimit;
     check.lasting("ratelimit.timeout", ratelimit.timeout, MS, MINUTE)?;
     for proxy in &ratelimit.trusted_proxies {
@@ -247,7 +294,11 @@ pub(super) fn validate(
             return Err(check.fail("ratelimit.policies", &value, expected));
         }
     }
+    Ok(())
+}
 
+/// `[workers]`.
+fn workers(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let workers = &settings.workers;
     if workers.queue.is_empty()
         || !workers
@@ -307,7 +358,11 @@ pub(super) fn validate(
         workers.retry_backoff.min,
         DAY,
     )?;
+    Ok(())
+}
 
+/// `[admin]`.
+fn admin(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let token = &settings.admin.token;
     if !token.is_empty() && token.len() < MIN_ADMIN_TOKEN {
         return Err(check.fail(
@@ -316,21 +371,29 @@ pub(super) fn validate(
             format!("at least {MIN_ADMIN_TOKEN} bytes (a random token: openssl rand -hex 32), or empty to turn the admin routes off"),
         ));
     }
+    Ok(())
+}
 
+/// `[metrics]`.
+fn metrics(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let metrics = &settings.metrics;
     if !metrics.listen.is_empty() && metrics.listen.parse::<std::net::SocketAddr>().is_err() {
         let value = format!("{:?}", metrics.listen);
         let expected = "host:port, like \"0.0.0.0:9090\", or empty".to_owned();
         return Err(check.fail("metrics.listen", &value, expected));
     }
-    if metrics.require_token && token.is_empty() {
+    if metrics.require_token && settings.admin.token.is_empty() {
         return Err(check.fail(
             "metrics.require_token",
             &true,
             "false while admin.token is empty (the token it asks for)".into(),
         ));
     }
+    Ok(())
+}
 
+/// `[idempotency]`.
+fn idempotency(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let idempotency = &settings.idempotency;
     check.lasting(
         "idempotency.retention",
@@ -344,11 +407,19 @@ pub(super) fn validate(
         SECOND,
         DAY,
     )?;
+    Ok(())
+}
 
+/// `[log]`.
+fn log(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     if let Err(expected) = validate_filter(&settings.log.level) {
         return Err(check.fail("log.level", &format!("{:?}", settings.log.level), expected));
     }
+    Ok(())
+}
 
+/// `[health]`.
+fn health(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let health = &settings.health;
     check.lasting("health.interval", health.interval, 10 * MS, HOUR)?;
     check.lasting("health.timeout", health.timeout, 10 * MS, MINUTE)?;
@@ -365,7 +436,11 @@ pub(super) fn validate(
         health.reconnect.min,
         HOUR,
     )?;
+    Ok(())
+}
 
+/// `[supervisor]`.
+fn supervisor(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let supervisor = &settings.supervisor;
     let max_restarts = supervisor.intensity.max_restarts as usize;
     check.within("supervisor.intensity.max_restarts", max_restarts, 0, 10_000)?;
@@ -383,7 +458,11 @@ pub(super) fn validate(
         HOUR,
     )?;
     check.lasting("supervisor.reset_after", supervisor.reset_after, MS, DAY)?;
+    Ok(())
+}
 
+/// `[shutdown]`: each phase, and the whole sequence against the orchestrator's grace period.
+fn shutdown(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
     let shutdown = &settings.shutdown;
     let ten_minutes = 10 * MINUTE;
     check.lasting(
@@ -431,7 +510,7 @@ pub(super) fn validate(
         let expected = format!(
             "less than shutdown.orchestrator_grace = {} (from {}), or the orchestrator kills the process mid-shutdown",
             shown(shutdown.orchestrator_grace),
-            origin("shutdown.orchestrator_grace")
+            (check.origin)("shutdown.orchestrator_grace")
         );
         return Err(check.fail("shutdown.timeout", &shown(shutdown.timeout), expected));
     }
