@@ -13,9 +13,9 @@ use steward_actors::cache::Cache;
 use steward_actors::db::Db;
 use steward_actors::jobs::{job_worker_child, WorkerSettings};
 use steward_actors::lock::Locks;
-use steward_actors::managers::{postgres_manager, redis_manager};
+use steward_actors::managers::{postgres_manager, redis_manager, RedisConnectionManager};
 use steward_actors::ratelimit::{Limiter, Reservations};
-use steward_actors::store::{store_child, StoreSettings};
+use steward_actors::store::{store_child, Backend, StoreActor, StoreSettings};
 use steward_actors::stores::Stores;
 use steward_actors::{
     ChildSpec, Exit, Metrics, Readiness, Running, Slot, Supervisor, SupervisorConfig, Terminated,
@@ -23,7 +23,7 @@ use steward_actors::{
 };
 use tokio_postgres::NoTls;
 
-use crate::config::{parse_net, Settings};
+use crate::config::{parse_net, ServerSettings, Settings};
 use crate::migrations::MIGRATIONS;
 use crate::state::{AppState, MetricsRoute};
 use crate::telemetry::LogControl;
@@ -47,31 +47,12 @@ impl Application {
     /// Binds the listener and starts the supervisor, which starts the stores and then HTTP.
     /// Must be called inside an actix `System`.
     pub fn start(settings: &Settings, log: LogControl) -> Result<Self, String> {
-        let budget = fd_budget::fit(settings)?;
-        let mut server = settings.server.clone();
-        if budget.clamped {
-            log::warn!(
-                target: "steward",
-                "server.max_connections lowered from {} to {} per worker: the file descriptor limit is {}",
-                server.max_connections,
-                budget.max_connections,
-                budget.limit
-            );
-        }
-        server.max_connections = budget.max_connections;
-        let listener = listener::bind(&server.host, server.port, server.backlog)
-            .map_err(|e| format!("cannot listen on {}:{}: {e}", server.host, server.port))?;
+        let Listeners {
+            server,
+            main: listener,
+            metrics: metrics_listener,
+        } = Listeners::bind(settings)?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let metrics_listener = match settings.metrics.listen.as_str() {
-            "" => None,
-            address => {
-                let listener = TcpListener::bind(address)
-                    .map_err(|e| format!("cannot listen on {address} for /metrics: {e}"))?;
-                let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
-                log::info!(target: "steward", "metrics listener addr={metrics_addr}");
-                Some(listener)
-            }
-        };
         let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
         let readiness = Readiness::default();
         let cache = Slot::default();
@@ -81,48 +62,35 @@ impl Application {
             health: settings.store_health(),
             metrics: Arc::clone(&metrics),
         };
-        let (prefix, cache_config) = (settings.redis.key_prefix.clone(), settings.cache_config());
+        let cache_config = settings.cache_config();
         let cache_metrics = Arc::clone(&metrics);
-        let cache_child = store_child(
-            "redis",
-            redis_manager(&settings.redis.url)?,
+        let cache_child = redis_store_child(
+            settings,
             store(settings.redis.pool),
-            move || Cache::new(prefix.clone(), cache_config.clone(), &cache_metrics),
+            "redis",
             cache.clone(),
-            &settings.supervisor,
-        );
+            move |prefix| Cache::new(prefix, cache_config.clone(), &cache_metrics),
+        )?;
         let locks = Slot::default();
         let limiter = Slot::default();
-        let (lock_prefix, lock_timeout) =
-            (settings.redis.key_prefix.clone(), settings.locks.timeout);
-        let locks_child = store_child(
-            "locks",
-            redis_manager(&settings.redis.url)?,
+        let lock_timeout = settings.locks.timeout;
+        let locks_child = redis_store_child(
+            settings,
             store(settings.redis.pool),
-            move || Locks::new(lock_prefix.clone(), lock_timeout),
+            "locks",
             locks.clone(),
-            &settings.supervisor,
-        );
-        let (limit_prefix, limit_timeout) = (
-            settings.redis.key_prefix.clone(),
-            settings.ratelimit.timeout,
-        );
+            move |prefix| Locks::new(prefix, lock_timeout),
+        )?;
+        let limit_timeout = settings.ratelimit.timeout;
         let reservations = Reservations::default();
         let actor_reservations = reservations.clone();
-        let limiter_child = store_child(
-            "ratelimit",
-            redis_manager(&settings.redis.url)?,
+        let limiter_child = redis_store_child(
+            settings,
             store(settings.redis.pool),
-            move || {
-                Limiter::new(
-                    limit_prefix.clone(),
-                    limit_timeout,
-                    actor_reservations.clone(),
-                )
-            },
+            "ratelimit",
             limiter.clone(),
-            &settings.supervisor,
-        );
+            move |prefix| Limiter::new(prefix, limit_timeout, actor_reservations.clone()),
+        )?;
         let db_config = settings.db_config();
         let db_child = store_child(
             "postgres",
@@ -244,6 +212,71 @@ impl Application {
     pub async fn stopped(self) -> i32 {
         self.terminated.await
     }
+}
+
+/// The sockets the service listens on, bound before anything starts (so a bind error stops the
+/// start-up, and a restarted HTTP child reuses its socket), and the server settings fitted to
+/// the descriptor budget.
+struct Listeners {
+    server: ServerSettings,
+    main: TcpListener,
+    /// `metrics.listen`'s, when set.
+    metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    fn bind(settings: &Settings) -> Result<Self, String> {
+        let budget = fd_budget::fit(settings)?;
+        let mut server = settings.server.clone();
+        if budget.clamped {
+            log::warn!(
+                target: "steward",
+                "server.max_connections lowered from {} to {} per worker: the file descriptor limit is {}",
+                server.max_connections,
+                budget.max_connections,
+                budget.limit
+            );
+        }
+        server.max_connections = budget.max_connections;
+        let main = listener::bind(&server.host, server.port, server.backlog)
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", server.host, server.port))?;
+        let metrics = match settings.metrics.listen.as_str() {
+            "" => None,
+            address => {
+                let listener = TcpListener::bind(address)
+                    .map_err(|e| format!("cannot listen on {address} for /metrics: {e}"))?;
+                let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
+                log::info!(target: "steward", "metrics listener addr={metrics_addr}");
+                Some(listener)
+            }
+        };
+        Ok(Self {
+            server,
+            main,
+            metrics,
+        })
+    }
+}
+
+/// A store actor on Redis, as a child of the stores tier: a pool of its own from `[redis]` and
+/// its backend built with the key prefix. The cache, lock and rate-limit actors differ only in
+/// their name and backend.
+fn redis_store_child<B: Backend<Manager = RedisConnectionManager>>(
+    settings: &Settings,
+    store: StoreSettings,
+    name: &'static str,
+    slot: Slot<StoreActor<B>>,
+    backend: impl Fn(String) -> B + 'static,
+) -> Result<ChildSpec, String> {
+    let prefix = settings.redis.key_prefix.clone();
+    Ok(store_child(
+        name,
+        redis_manager(&settings.redis.url)?,
+        store,
+        move || backend(prefix.clone()),
+        slot,
+        &settings.supervisor,
+    ))
 }
 
 /// The PostgreSQL manager the settings describe.

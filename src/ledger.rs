@@ -54,12 +54,6 @@ impl Transfer {
     }
 }
 
-/// One page of a keyset-paginated list, and the key to continue after.
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<i64>,
-}
-
 async fn query(
     db: &Addr<DbActor>,
     name: &'static str,
@@ -91,12 +85,13 @@ pub async fn account(db: &Addr<DbActor>, id: i64) -> Result<Option<Account>, Sto
     Ok(rows.first().map(Account::from_row))
 }
 
-/// Accounts in id order, `limit` of them after id `after`.
+/// Accounts in id order after id `after`: `limit` of them, and one more when there are more
+/// (which tells the caller a next page exists).
 pub async fn accounts(
     db: &Addr<DbActor>,
     after: i64,
     limit: i64,
-) -> Result<Page<Account>, StoreError> {
+) -> Result<Vec<Account>, StoreError> {
     let rows = query(
         db,
         "account_list",
@@ -104,38 +99,23 @@ pub async fn accounts(
         vec![Box::new(after), Box::new(limit + 1)],
     )
     .await?;
-    Ok(page(
-        rows.iter().map(Account::from_row).collect(),
-        limit,
-        |a| a.id,
-    ))
+    Ok(rows.iter().map(Account::from_row).collect())
 }
 
-/// An account's transfers (either direction), newest first, `limit` of them before id
-/// `before`; `None` when the account does not exist.
+/// An account's transfers (either direction), newest first, before id `before`: `limit` of
+/// them and one more when there are more; `None` when the account does not exist.
 pub async fn transfers_of(
     db: &Addr<DbActor>,
     account_id: i64,
     before: i64,
     limit: i64,
-) -> Result<Option<Page<Transfer>>, StoreError> {
+) -> Result<Option<Vec<Transfer>>, StoreError> {
     if account(db, account_id).await?.is_none() {
         return Ok(None);
     }
     let params: Vec<Param> = vec![Box::new(account_id), Box::new(before), Box::new(limit + 1)];
     let rows = query(db, "account_transfers", sql::TRANSFERS_OF, params).await?;
-    Ok(Some(page(
-        rows.iter().map(Transfer::from_row).collect(),
-        limit,
-        |t| t.id,
-    )))
-}
-
-fn page<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> i64) -> Page<T> {
-    let more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
-    let next = if more { items.last().map(key) } else { None };
-    Page { items, next }
+    Ok(Some(rows.iter().map(Transfer::from_row).collect()))
 }
 
 /// What a transfer request asked for.

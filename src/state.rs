@@ -12,10 +12,9 @@ use steward_actors::jobs::JobWorker;
 use steward_actors::lock::LockActor;
 use steward_actors::ratelimit::{LimiterActor, Policy, Reservations};
 use steward_actors::store::PingReport;
-use steward_actors::{Metrics, Probe, Readiness, Slot, Supervisor};
+use steward_actors::{Metrics, Probe, Readiness, Slot, StoreError, Supervisor};
 
 use crate::config::CacheSettings;
-use crate::http::error::ApiError;
 use crate::telemetry::LogControl;
 
 /// Shared state of the HTTP edge, cloned into every actix-web worker (it is all handles:
@@ -147,26 +146,26 @@ impl AppState {
         ]
     }
 
-    pub fn db(&self) -> Result<Addr<DbActor>, ApiError> {
+    pub fn db(&self) -> Result<Addr<DbActor>, StoreError> {
         current(&self.db)
     }
 
-    pub fn cache(&self) -> Result<Addr<CacheActor>, ApiError> {
+    pub fn cache(&self) -> Result<Addr<CacheActor>, StoreError> {
         current(&self.cache)
     }
 
-    pub fn locks(&self) -> Result<Addr<LockActor>, ApiError> {
+    pub fn locks(&self) -> Result<Addr<LockActor>, StoreError> {
         current(&self.locks)
     }
 
-    pub fn jobs(&self) -> Result<Addr<JobWorker>, ApiError> {
+    pub fn jobs(&self) -> Result<Addr<JobWorker>, StoreError> {
         current(&self.jobs)
     }
 }
 
-/// The address in `slot`, or 503 before the store's first start.
-fn current<A: Actor>(slot: &Slot<A>) -> Result<Addr<A>, ApiError> {
-    slot.get().ok_or_else(|| {
-        ApiError::unavailable("unavailable", "a backing store is starting; retry later", 1)
-    })
+/// The address in `slot`; before the store's first start it is unavailable (a 503 at the
+/// edge, which maps store errors to statuses in one place).
+fn current<A: Actor>(slot: &Slot<A>) -> Result<Addr<A>, StoreError> {
+    slot.get()
+        .ok_or_else(|| StoreError::Unavailable("the store is starting".to_owned()))
 }

@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use bb8_postgres::PostgresConnectionManager;
-use bb8_redis::RedisConnectionManager;
 use tokio_postgres::NoTls;
+
+/// The manager of every Redis pool, named so that code outside this crate (a Redis store
+/// backend's `Backend::Manager`) need not depend on bb8-redis itself.
+pub use bb8_redis::RedisConnectionManager;
 
 /// A Redis manager for `url` (`redis://`, `rediss://` or `unix://`); an error says why the URL
 /// is unusable. Nothing is connected yet.

@@ -157,10 +157,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
     let found = ledger::accounts(&state.db()?, page.after.unwrap_or(0), page.limit).await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: found.items,
-        next_cursor: found.next.map(encode),
-    }))
+    Ok(HttpResponse::Ok().json(Page::keyset(found, page.limit as usize, |a| encode(a.id))))
 }
 
 /// `GET /v1/accounts/{id}/transfers?limit=&cursor=`: the account's transfers, newest first.
@@ -185,8 +182,5 @@ pub async fn transfers(
     let found = ledger::transfers_of(&state.db()?, id, before, page.limit)
         .await?
         .ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: found.items,
-        next_cursor: found.next.map(encode),
-    }))
+    Ok(HttpResponse::Ok().json(Page::keyset(found, page.limit as usize, |t| encode(t.id))))
 }

@@ -209,19 +209,14 @@ pub async fn dead(
             ));
         }
     }
-    let mut items = state
+    let items = state
         .jobs()?
         .send(ListDead {
             after: query.cursor.clone(),
             limit: limit + 1,
         })
         .await??;
-    let next = (items.len() > limit).then(|| items[limit - 1].entry.clone());
-    items.truncate(limit);
-    Ok(HttpResponse::Ok().json(Page {
-        items,
-        next_cursor: next,
-    }))
+    Ok(HttpResponse::Ok().json(Page::keyset(items, limit, |dead| dead.entry.clone())))
 }
 
 /// `POST /v1/jobs/dead/{id}/retry`: queues a dead job again with fresh attempts; 202.

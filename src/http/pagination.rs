@@ -25,6 +25,17 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page of a keyset query that fetched `limit + 1` rows: the extra row only tells that
+    /// a next page exists, which continues after the `key` of the last item kept.
+    pub fn keyset(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = if more { items.last().map(key) } else { None };
+        Self { items, next_cursor }
+    }
+}
+
 /// A validated page request: how many items, and the key to continue from.
 pub struct PageRequest {
     pub limit: i64,
