@@ -13,7 +13,9 @@ use steward_actors::cache::Cache;
 use steward_actors::db::Db;
 use steward_actors::jobs::{job_worker_child, WorkerSettings};
 use steward_actors::lock::Locks;
-use steward_actors::managers::{postgres_manager, redis_manager, RedisConnectionManager};
+use steward_actors::managers::{
+    postgres_manager, redis_manager, ManagerError, RedisConnectionManager,
+};
 use steward_actors::ratelimit::{Limiter, Reservations};
 use steward_actors::store::{store_child, Backend, StoreActor, StoreSettings};
 use steward_actors::stores::Stores;
@@ -43,17 +45,33 @@ pub struct Application {
     terminated: Terminated,
 }
 
+/// Why the service did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Budget(#[from] fd_budget::BudgetError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("the connection settings of a store cannot be used: {0}")]
+    Store(#[from] ManagerError),
+    #[error("cannot build the metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
 impl Application {
     /// Binds the listener and starts the supervisor, which starts the stores and then HTTP.
     /// Must be called inside an actix `System`.
-    pub fn start(settings: &Settings, log: LogControl) -> Result<Self, String> {
+    pub fn start(settings: &Settings, log: LogControl) -> Result<Self, StartError> {
         let Listeners {
             server,
             main: listener,
             metrics: metrics_listener,
         } = Listeners::bind(settings)?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+        let addr = local_addr(&listener, &server.host)?;
+        let metrics = Arc::new(Metrics::new()?);
         let readiness = Readiness::default();
         let cache = Slot::default();
         let db = Slot::default();
@@ -225,7 +243,7 @@ struct Listeners {
 }
 
 impl Listeners {
-    fn bind(settings: &Settings) -> Result<Self, String> {
+    fn bind(settings: &Settings) -> Result<Self, StartError> {
         let budget = fd_budget::fit(settings)?;
         let mut server = settings.server.clone();
         if budget.clamped {
@@ -238,14 +256,20 @@ impl Listeners {
             );
         }
         server.max_connections = budget.max_connections;
-        let main = listener::bind(&server.host, server.port, server.backlog)
-            .map_err(|e| format!("cannot listen on {}:{}: {e}", server.host, server.port))?;
+        let main = listener::bind(&server.host, server.port, server.backlog).map_err(|source| {
+            StartError::Listen {
+                address: format!("{}:{}", server.host, server.port),
+                source,
+            }
+        })?;
         let metrics = match settings.metrics.listen.as_str() {
             "" => None,
             address => {
-                let listener = TcpListener::bind(address)
-                    .map_err(|e| format!("cannot listen on {address} for /metrics: {e}"))?;
-                let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
+                let listener = TcpListener::bind(address).map_err(|source| StartError::Listen {
+                    address: address.to_owned(),
+                    source,
+                })?;
+                let metrics_addr = local_addr(&listener, address)?;
                 log::info!(target: "steward", "metrics listener addr={metrics_addr}");
                 Some(listener)
             }
@@ -258,6 +282,14 @@ impl Listeners {
     }
 }
 
+/// The address a bound `listener` listens on.
+fn local_addr(listener: &TcpListener, address: &str) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Listen {
+        address: address.to_owned(),
+        source,
+    })
+}
+
 /// A store actor on Redis, as a child of the stores tier: a pool of its own from `[redis]` and
 /// its backend built with the key prefix. The cache, lock and rate-limit actors differ only in
 /// their name and backend.
@@ -267,7 +299,7 @@ fn redis_store_child<B: Backend<Manager = RedisConnectionManager>>(
     name: &'static str,
     slot: Slot<StoreActor<B>>,
     backend: impl Fn(String) -> B + 'static,
-) -> Result<ChildSpec, String> {
+) -> Result<ChildSpec, StartError> {
     let prefix = settings.redis.key_prefix.clone();
     Ok(store_child(
         name,
@@ -282,7 +314,7 @@ fn redis_store_child<B: Backend<Manager = RedisConnectionManager>>(
 /// The PostgreSQL manager the settings describe.
 pub fn postgres_manager_for(
     settings: &Settings,
-) -> Result<PostgresConnectionManager<NoTls>, String> {
+) -> Result<PostgresConnectionManager<NoTls>, ManagerError> {
     let password = Some(settings.postgres.password.as_str()).filter(|p| !p.is_empty());
     postgres_manager(
         &settings.postgres.url,
@@ -307,7 +339,7 @@ pub fn migrate(settings: &Settings) -> i32 {
     };
     let outcome = runtime.block_on(async {
         use bb8::ManageConnection;
-        let manager = postgres_manager_for(settings)?;
+        let manager = postgres_manager_for(settings).map_err(|e| e.to_string())?;
         let mut client = manager.connect().await.map_err(|e| e.to_string())?;
         steward_actors::migrations::migrate(&mut client, MIGRATIONS)
             .await

@@ -31,6 +31,25 @@ pub struct Budget {
     pub clamped: bool,
 }
 
+/// Why the connections cannot fit under the descriptor limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("cannot read the file descriptor limit: {0}")]
+    Unreadable(String),
+    #[error(
+        "the file descriptor limit ({limit}) leaves room for {room} connections per HTTP worker \
+         ({workers} workers, {pools} pooled store connections, {RESERVE} reserved); raise it \
+         (ulimit -n, or the container's nofile limit) or lower server.workers and the pools' \
+         max_size"
+    )]
+    TooLow {
+        limit: u64,
+        room: u64,
+        workers: u64,
+        pools: u64,
+    },
+}
+
 /// HTTP worker threads the server starts (`server.workers`, 0 meaning actix-web's default).
 pub fn http_workers(settings: &Settings) -> usize {
     match settings.server.workers {
@@ -40,13 +59,13 @@ pub fn http_workers(settings: &Settings) -> usize {
 }
 
 /// Raises the soft descriptor limit to the hard one and fits the settings under it.
-pub fn fit(settings: &Settings) -> Result<Budget, String> {
+pub fn fit(settings: &Settings) -> Result<Budget, BudgetError> {
     let limit = raise_nofile_limit()?;
     fit_under(settings, limit)
 }
 
 /// Fits the settings under a descriptor `limit`.
-pub fn fit_under(settings: &Settings, limit: u64) -> Result<Budget, String> {
+pub fn fit_under(settings: &Settings, limit: u64) -> Result<Budget, BudgetError> {
     let workers = http_workers(settings) as u64;
     let pools = REDIS_POOLS * (u64::from(settings.redis.pool.max_size) + 1)
         + u64::from(settings.postgres.pool.max_size)
@@ -63,12 +82,12 @@ pub fn fit_under(settings: &Settings, limit: u64) -> Result<Budget, String> {
         });
     }
     if room < MIN_CONNECTIONS as u64 {
-        return Err(format!(
-            "the file descriptor limit ({limit}) leaves room for {room} connections per HTTP \
-             worker ({workers} workers, {pools} pooled store connections, {RESERVE} reserved); \
-             raise it (ulimit -n, or the container's nofile limit) or lower server.workers and \
-             the pools' max_size"
-        ));
+        return Err(BudgetError::TooLow {
+            limit,
+            room,
+            workers,
+            pools,
+        });
     }
     Ok(Budget {
         limit,
@@ -78,7 +97,7 @@ pub fn fit_under(settings: &Settings, limit: u64) -> Result<Budget, String> {
 }
 
 /// Sets the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now in force.
-fn raise_nofile_limit() -> Result<u64, String> {
+fn raise_nofile_limit() -> Result<u64, BudgetError> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -86,9 +105,8 @@ fn raise_nofile_limit() -> Result<u64, String> {
     // SAFETY: getrlimit writes into the struct we own; setrlimit only reads it.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(format!(
-                "cannot read the file descriptor limit: {}",
-                std::io::Error::last_os_error()
+            return Err(BudgetError::Unreadable(
+                std::io::Error::last_os_error().to_string(),
             ));
         }
         if limit.rlim_cur < limit.rlim_max {

@@ -60,6 +60,9 @@ async fn percent_encoded_and_dotted_paths_do_not_skip_the_rate_limit() {
             );
         }
     }
+    // HEAD is counted as the GET it is answered as.
+    let head = app.client.head(app.url("/%761/kv/x")).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 429);
     // The job route too, where the probe found the same hole.
     let post = app
         .client

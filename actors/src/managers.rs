@@ -9,11 +9,20 @@ use tokio_postgres::NoTls;
 /// backend's `Backend::Manager`) need not depend on bb8-redis itself.
 pub use bb8_redis::RedisConnectionManager;
 
+/// Why a store's connection settings cannot be used; it reads as what was expected, so that
+/// configuration errors can name it after the key and value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagerError {
+    #[error("a Redis URL like redis://host:6379 ({0})")]
+    RedisUrl(String),
+    #[error("a PostgreSQL URL like postgres://user@host:5432/db ({0})")]
+    PostgresUrl(String),
+}
+
 /// A Redis manager for `url` (`redis://`, `rediss://` or `unix://`); an error says why the URL
 /// is unusable. Nothing is connected yet.
-pub fn redis_manager(url: &str) -> Result<RedisConnectionManager, String> {
-    RedisConnectionManager::new(url)
-        .map_err(|e| format!("a Redis URL like redis://host:6379 ({e})"))
+pub fn redis_manager(url: &str) -> Result<RedisConnectionManager, ManagerError> {
+    RedisConnectionManager::new(url).map_err(|e| ManagerError::RedisUrl(e.to_string()))
 }
 
 /// A PostgreSQL manager for `url`; `password`, when given, replaces the URL's. Every connection
@@ -25,10 +34,10 @@ pub fn postgres_manager(
     password: Option<&str>,
     connect_timeout: Duration,
     statement_timeout: Duration,
-) -> Result<PostgresConnectionManager<NoTls>, String> {
+) -> Result<PostgresConnectionManager<NoTls>, ManagerError> {
     let mut config: tokio_postgres::Config = url
         .parse()
-        .map_err(|e| format!("a PostgreSQL URL like postgres://user@host:5432/db ({e})"))?;
+        .map_err(|e: tokio_postgres::Error| ManagerError::PostgresUrl(e.to_string()))?;
     if let Some(password) = password {
         config.password(password);
     }

@@ -159,7 +159,7 @@ fn redis(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
         check.fail(
             "redis.url",
             &format!("{:?}", redact_url(&redis.url)),
-            expected,
+            expected.to_string(),
         )
     })?;
     if redis.key_prefix.len() > 64 || redis.key_prefix.chars().any(char::is_whitespace) {
@@ -182,7 +182,7 @@ fn postgres(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
         check.fail(
             "postgres.url",
             &format!("{:?}", redact_url(&postgres.url)),
-            expected,
+            expected.to_string(),
         )
     })?;
     check.pool("postgres.pool", &postgres.pool)?;

@@ -21,7 +21,7 @@ pub struct Direct {
 }
 
 impl Direct {
-    pub fn new(settings: &Settings) -> Result<Self, String> {
+    pub fn new(settings: &Settings) -> Result<Self, steward_actors::managers::ManagerError> {
         let manager = steward_actors::managers::redis_manager(&settings.redis.url)?;
         let pool = Pool::builder()
             .max_size(settings.redis.pool.max_size)
