@@ -253,6 +253,25 @@ mod test_kinds {
         registry.with(Record)
     }
 
+    /// Sends a cache message again while the cache fails, up to 20 times 50 ms apart.
+    async fn persist<T, F, Fut>(mut send: F) -> Result<T, JobError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Result<T, StoreError>, actix::MailboxError>>,
+    {
+        let mut tries = 0;
+        loop {
+            match send().await.map_err(StoreError::from).and_then(|r| r) {
+                Ok(value) => return Ok(value),
+                Err(error) if tries >= 20 => return Err(retryable(error)),
+                Err(_) => {
+                    tries += 1;
+                    actix_rt::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     /// `test.record {"sleep_ms"?, "fail_times"?, "permanent"?}`: sleeps, fails (retryably, or
     /// permanently) its first `fail_times` attempts, then counts one completion under
     /// `test:done:<id>` in the cache.
@@ -292,26 +311,25 @@ mod test_kinds {
                 }
                 let cache = current(&job.stores.cache)?;
                 let key = format!("test:done:{}", job.id);
-                let seen = cache
-                    .send(Get { key: key.clone() })
-                    .await
-                    .map_err(|e| retryable(e.into()))?
-                    .map_err(retryable)?;
+                // The count is read once and then written until a write is confirmed: a write
+                // that timed out but landed is written again with the same value, so a slow
+                // cache (a loaded test machine) neither fails the attempt — which would run
+                // the whole job again — nor counts one completion twice.
+                let seen = persist(|| cache.send(Get { key: key.clone() })).await?;
                 let count = seen
                     .and_then(|v| String::from_utf8(v).ok())
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0)
                     + 1;
-                let set = Set {
-                    key,
-                    value: count.to_string().into_bytes(),
-                    ttl: Duration::from_secs(600),
-                };
-                cache
-                    .send(set)
-                    .await
-                    .map_err(|e| retryable(e.into()))?
-                    .map_err(retryable)?;
+                let value = count.to_string().into_bytes();
+                persist(|| {
+                    cache.send(Set {
+                        key: key.clone(),
+                        value: value.clone(),
+                        ttl: Duration::from_secs(600),
+                    })
+                })
+                .await?;
                 Ok(json!({"attempt": job.attempt}))
             }
             .boxed_local()
