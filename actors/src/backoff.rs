@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
+    /// The first delay.
     #[serde(with = "crate::duration")]
     pub min: Duration,
+    /// The longest delay, however many attempts came before.
     #[serde(with = "crate::duration")]
     pub max: Duration,
 }

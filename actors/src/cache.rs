@@ -104,6 +104,7 @@ impl Counters {
 }
 
 impl Cache {
+    /// A cache backend whose keys all start with `prefix`, so instances can share a Redis.
     pub fn new(prefix: String, config: CacheConfig, metrics: &Metrics) -> Self {
         let config_timeout = config.timeout;
         Self {
@@ -252,6 +253,7 @@ impl Ops {
 #[derive(Message)]
 #[rtype(result = "Result<Option<Vec<u8>>, StoreError>")]
 pub struct Get {
+    /// The key, without the prefix.
     pub key: String,
 }
 
@@ -259,8 +261,11 @@ pub struct Get {
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Set {
+    /// The key, without the prefix.
     pub key: String,
+    /// The bytes to store.
     pub value: Vec<u8>,
+    /// How long the value lives; spread by `ttl_jitter`.
     pub ttl: Duration,
 }
 
@@ -268,6 +273,7 @@ pub struct Set {
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Delete {
+    /// The key, without the prefix.
     pub key: String,
 }
 
@@ -279,8 +285,11 @@ pub type Loader = Box<dyn FnOnce() -> BoxFuture<'static, LoadResult> + Send>;
 #[derive(Message)]
 #[rtype(result = "Result<Option<Vec<u8>>, StoreError>")]
 pub struct GetOrLoad {
+    /// The key, without the prefix.
     pub key: String,
+    /// How long a loaded value is cached; spread by `ttl_jitter`.
     pub ttl: Duration,
+    /// Produces the value on a miss; concurrent misses of one key share one call.
     pub loader: Loader,
 }
 

@@ -71,6 +71,7 @@ struct Reader {
 }
 
 impl Db {
+    /// A database backend that applies `migrations` when it first reaches PostgreSQL.
     pub fn new(config: DbConfig, migrations: &'static [Migration]) -> Self {
         Self {
             inner: Rc::new(DbInner {
@@ -161,7 +162,9 @@ pub type Param = Box<dyn ToSql + Send + Sync>;
 pub struct Query {
     /// The `query` label of `db_query_duration_seconds`.
     pub name: &'static str,
+    /// The statement, with `$1`-style parameters.
     pub sql: &'static str,
+    /// The parameters, in order.
     pub params: Vec<Param>,
 }
 
@@ -184,8 +187,11 @@ where
 /// `tx_max_retries` times) when PostgreSQL aborts it for a serialization failure or a
 /// deadlock; any other error ends it. The transaction commits when `work` returns `Ok`.
 pub struct Transact<T> {
+    /// The `query` label of `db_query_duration_seconds`.
     pub name: &'static str,
+    /// The isolation level of every attempt.
     pub isolation: IsolationLevel,
+    /// The body, run again on a serialization failure or deadlock.
     pub work: TxWork<T>,
 }
 

@@ -1,9 +1,11 @@
-//! steward-actors: the supervisor, the store actors and (later) the job workers of steward.
+//! steward-actors: the supervisor, the store actors and the job workers of steward.
 //!
 //! This crate knows actix and the stores (Redis through bb8-redis, PostgreSQL through
 //! bb8-postgres) but not actix-web, so any actix service can reuse it: declare children with a
 //! [`ChildSpec`], hand them to a [`Supervisor`], and shut them down in tier order with one
 //! [`Shutdown`](supervisor::Shutdown) message.
+
+#![warn(missing_docs)]
 
 pub mod backoff;
 pub mod cache;

@@ -174,7 +174,9 @@ pub enum Namespace {
 /// A lock: a name within a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LockName {
+    /// Whose lock it is.
     pub namespace: Namespace,
+    /// The name within the namespace.
     pub name: String,
 }
 
@@ -209,6 +211,7 @@ impl std::fmt::Display for LockName {
 /// A granted lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
+    /// The lock granted.
     pub name: LockName,
     /// Proves ownership for release and extend; keep it secret.
     pub token: String,
@@ -222,9 +225,11 @@ pub struct Lease {
 /// What an acquire got.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Acquired {
+    /// The lock is this caller's until the lease's expiry.
     Granted(Lease),
     /// Someone else holds it; it expires in `retry_after` at the latest.
     Held {
+        /// When the current lease runs out at the latest.
         retry_after: Duration,
     },
 }
@@ -232,8 +237,11 @@ pub enum Acquired {
 /// Whether a lock is held, as anyone may see it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct LockState {
+    /// Whether a lease is in force.
     pub held: bool,
+    /// The current lease's fencing token.
     pub fencing_token: Option<i64>,
+    /// Time left of the current lease.
     pub expires_in_ms: Option<i64>,
 }
 
@@ -241,9 +249,13 @@ pub struct LockState {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Acquired, StoreError>")]
 pub struct Acquire {
+    /// The lock to take.
     pub name: LockName,
+    /// The lease's length.
     pub ttl: Duration,
+    /// How long to wait while another holds it; zero answers at once.
     pub wait: Duration,
+    /// Whose lease it becomes, which decides renewal and release at shutdown.
     pub holder: Holder,
 }
 
@@ -256,14 +268,19 @@ pub enum Holder {
     /// This process: the actor releases it at shutdown, and with `keep_alive` renews it every
     /// `ttl / 3` for at most that long, reporting (log and
     /// `lock_operations_total{op="renew",result="lost"}`) if it was lost.
-    Process { keep_alive: Option<Duration> },
+    Process {
+        /// Renew every `ttl / 3` for at most this long; `None` lets the lease run its ttl.
+        keep_alive: Option<Duration>,
+    },
 }
 
 /// Releases lock `name` if `token` holds it; `Ok(false)` when it does not.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<bool, StoreError>")]
 pub struct Release {
+    /// The lock to release.
     pub name: LockName,
+    /// The token its grant returned.
     pub token: String,
 }
 
@@ -272,14 +289,19 @@ pub struct Release {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<Option<i64>, StoreError>")]
 pub struct Extend {
+    /// The lock to extend.
     pub name: LockName,
+    /// The token its grant returned.
     pub token: String,
+    /// The new lease's length, from now.
     pub ttl: Duration,
 }
 
+/// Asks whether a lock is held, and its fencing token and time left; never its token.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<LockState, StoreError>")]
 pub struct Inspect {
+    /// The lock to look at.
     pub name: LockName,
 }
 

@@ -13,8 +13,10 @@ pub use bb8_redis::RedisConnectionManager;
 /// configuration errors can name it after the key and value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManagerError {
+    /// The Redis URL does not parse.
     #[error("a Redis URL like redis://host:6379 ({0})")]
     RedisUrl(String),
+    /// The PostgreSQL URL or connection string does not parse.
     #[error("a PostgreSQL URL like postgres://user@host:5432/db ({0})")]
     PostgresUrl(String),
 }

@@ -13,20 +13,35 @@ use prometheus::{
 /// Passed around as `Arc<Metrics>` instead of living in a global, so that several instances in
 /// one test process do not count into each other.
 pub struct Metrics {
+    /// The one registry `/metrics` exposes; a service registers its own metrics here too.
     pub registry: Registry,
+    /// HTTP requests by method, route pattern and status.
     pub http_requests_total: IntCounterVec,
+    /// HTTP request latency by method and route pattern.
     pub http_request_duration_seconds: HistogramVec,
+    /// HTTP requests being handled now.
     pub http_requests_in_flight: IntGauge,
+    /// Restarts of each supervised child.
     pub actor_restarts_total: IntCounterVec,
+    /// Whether each store answered its last check (1) or not (0).
     pub store_up: IntGaugeVec,
+    /// Pool connections by pool and state (idle, active).
     pub pool_connections: IntGaugeVec,
+    /// Cache operations by operation and result.
     pub cache_requests_total: IntCounterVec,
+    /// Cache misses that waited for another caller's load of the same key.
     pub cache_loader_coalesced_total: IntCounter,
+    /// Whether the cache is bypassed because Redis fails (1) or not (0).
     pub cache_degraded: IntGauge,
+    /// PostgreSQL statement and transaction latency by name.
     pub db_query_duration_seconds: HistogramVec,
+    /// Transactions run again after a serialization failure or deadlock.
     pub db_tx_retries_total: IntCounter,
+    /// Lock operations by operation and result.
     pub lock_operations_total: IntCounterVec,
+    /// Rate-limit decisions by policy and decision.
     pub ratelimit_decisions_total: IntCounterVec,
+    /// Job runs by queue, kind and outcome.
     pub jobs_total: IntCounterVec,
     /// Rounds of store pings made for `/health/ready` (the others were served from cache).
     pub readiness_checks_total: IntCounter,
@@ -34,13 +49,18 @@ pub struct Metrics {
     pub admin_auth_failures_total: IntCounterVec,
     /// Enqueues refused, by reason (`queue_full`, `payload_too_large`).
     pub jobs_rejected_total: IntCounterVec,
+    /// Job run latency by kind.
     pub job_duration_seconds: HistogramVec,
+    /// Jobs running now, by queue.
     pub jobs_in_flight: IntGaugeVec,
+    /// Jobs in the stream, ready or delivered and not acknowledged, by queue.
     pub queue_depth: IntGaugeVec,
+    /// Jobs delivered and not yet acknowledged, by queue.
     pub queue_pending: IntGaugeVec,
 }
 
 impl Metrics {
+    /// Every metric, registered in a new registry with the process collector.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let metrics = Self {

@@ -8,8 +8,11 @@ use tokio_postgres::Client;
 /// and recorded in `steward_migrations`; an applied version is never run again.
 #[derive(Clone, Copy, Debug)]
 pub struct Migration {
+    /// Applied in increasing order, each once.
     pub version: i32,
+    /// Recorded with the version, for people.
     pub name: &'static str,
+    /// The statements, run in one transaction.
     pub sql: &'static str,
 }
 

@@ -91,8 +91,11 @@ return {1, math.max(0, math.floor(limit - estimate - cost)), period - elapsed, 0
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
+    /// Generic cell rate algorithm: one timestamp per key, exact, bursts up to `burst`.
     Gcra,
+    /// A counter per fixed window: cheap, up to twice the limit across a window's edge.
     FixedWindow,
+    /// Two windows weighted by overlap: close to exact, two counters per key.
     SlidingWindow,
 }
 
@@ -112,6 +115,7 @@ pub enum OnStoreError {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// Letters, digits, `_` and `-`; the `RateLimit-Policy` name and a metric label.
     pub name: String,
     /// Requests whose path starts with this are covered.
     pub prefix: String,
@@ -120,16 +124,19 @@ pub struct Policy {
     pub methods: Vec<String>,
     /// Requests (cost units) per `period`.
     pub limit: u32,
+    /// The window of `limit`.
     #[serde(with = "crate::duration")]
     pub period: Duration,
     /// How many may come at once (GCRA); defaults to `limit`.
     #[serde(default)]
     pub burst: Option<u32>,
+    /// How requests are counted.
     #[serde(default = "gcra")]
     pub algorithm: Algorithm,
     /// Cost units one request uses.
     #[serde(default = "one")]
     pub cost: u32,
+    /// What happens while Redis cannot decide.
     #[serde(default = "local")]
     pub on_store_error: OnStoreError,
     /// Count would-be rejections without rejecting.
@@ -205,6 +212,7 @@ fn local() -> OnStoreError {
 }
 
 impl Policy {
+    /// The burst of GCRA: `burst` when set, else `limit`.
     pub fn burst(&self) -> u32 {
         self.burst.unwrap_or(self.limit)
     }
@@ -222,23 +230,28 @@ impl Policy {
 /// Where a decision came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
+    /// Redis decided.
     Redis,
     /// The in-process limiter, while Redis is unavailable.
     Local,
     /// Redis is unavailable and the policy says allow or deny without counting.
     Unlimited,
+    /// Nobody could decide and the policy denies meanwhile (`on_store_error = "deny"`).
     Refused,
 }
 
 /// The answer for one request under one policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether the request may go on.
     pub allowed: bool,
+    /// Units left in the current window.
     pub remaining: u32,
     /// Time until the quota is whole again.
     pub reset_after: Duration,
     /// When denied: time until a request of this cost would be admitted.
     pub retry_after: Duration,
+    /// Who decided.
     pub source: Source,
 }
 
@@ -246,8 +259,11 @@ pub struct Decision {
 #[derive(Message, Debug)]
 #[rtype(result = "Decision")]
 pub struct Check {
+    /// The policy asked.
     pub policy: Arc<Policy>,
+    /// Who is asking: a hashed API key or an address.
     pub identity: String,
+    /// Units this request costs.
     pub cost: u32,
 }
 
@@ -281,6 +297,7 @@ struct LimiterInner {
 pub struct Reservations(Arc<Mutex<HashMap<String, Reservation>>>);
 
 impl Reservations {
+    /// The key a reservation of `policy` for `identity` is kept under.
     pub fn key(policy: &Policy, identity: &str) -> String {
         format!("{}:{identity}", policy.name)
     }

@@ -23,10 +23,12 @@ struct Inner {
 }
 
 impl Readiness {
+    /// Takes the instance out of rotation for good: the first step of a shutdown.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// Whether a shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }

@@ -37,6 +37,7 @@ struct Lease {
 }
 
 impl SharedConnection {
+    /// A slot for the shared connection, with `timeout` on every command.
     pub fn new(timeout: Duration) -> Self {
         Self {
             lease: RefCell::default(),
@@ -134,6 +135,7 @@ pub struct LuaScript {
 }
 
 impl LuaScript {
+    /// A script from its Lua source; its digest is computed once.
     pub fn new(source: &'static str) -> Self {
         Self {
             source,
@@ -144,6 +146,7 @@ impl LuaScript {
 
 /// A script argument of any type `redis` can send.
 pub trait ToRedisArgsDyn {
+    /// Appends the value to a command's arguments.
     fn write_to(&self, cmd: &mut Cmd);
 }
 

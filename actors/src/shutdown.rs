@@ -46,14 +46,18 @@ pub struct ShutdownPlan {
     /// Time between readiness going off and the HTTP drain, for load balancers to deregister
     /// the instance (Kubernetes keeps routing to a terminating pod for a few seconds).
     pub drain_delay: Duration,
+    /// Deadline of the HTTP phase: in-flight requests finish within it.
     pub http_timeout: Duration,
+    /// Deadline of the workers phase: running jobs finish within it.
     pub workers_timeout: Duration,
+    /// Deadline of the stores phase: locks released, pools closed.
     pub stores_timeout: Duration,
     /// The deadline of the whole sequence; past it the process exits with code 1.
     pub total: Duration,
 }
 
 impl ShutdownPlan {
+    /// The deadline of `tier`'s phase.
     pub fn timeout(&self, tier: Tier) -> Duration {
         match tier {
             Tier::Http => self.http_timeout,

@@ -31,6 +31,7 @@ impl<A: Actor> Default for Slot<A> {
 }
 
 impl<A: Actor> Slot<A> {
+    /// Puts a new incarnation's address in the slot.
     pub fn set(&self, addr: Addr<A>) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(addr);
     }

@@ -15,8 +15,11 @@ use crate::child::Running;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
+    /// Store actors: started first, stopped last.
     Stores,
+    /// Job workers: between the stores and HTTP.
     Workers,
+    /// HTTP servers: started last, drained first.
     Http,
 }
 
@@ -24,6 +27,7 @@ impl Tier {
     /// Every tier, in start order.
     pub const ALL: [Tier; 3] = [Tier::Stores, Tier::Workers, Tier::Http];
 
+    /// The tier's name, as logs, metrics and the shutdown phases name it.
     pub fn name(self) -> &'static str {
         match self {
             Tier::Stores => "stores",
@@ -56,7 +60,9 @@ pub enum Restart {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Intensity {
+    /// Restarts allowed within `window`.
     pub max_restarts: u32,
+    /// The sliding window `max_restarts` counts in.
     #[serde(with = "crate::duration")]
     pub window: Duration,
 }
@@ -88,12 +94,15 @@ pub enum Escalation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisorConfig {
+    /// How many restarts are tolerated before escalating.
     pub intensity: Intensity,
+    /// Delay before each restart.
     pub backoff: Backoff,
     /// A child that stayed up this long is considered healthy again: its backoff starts over
     /// and a degraded mark is cleared.
     #[serde(with = "crate::duration")]
     pub reset_after: Duration,
+    /// What exceeding the intensity does.
     pub escalation: Escalation,
 }
 
@@ -103,11 +112,17 @@ pub type Factory = Box<dyn FnMut() -> Result<Running, String>>;
 /// A child's declaration: what it is called, where it sits, how to start it and how to treat
 /// its failures.
 pub struct ChildSpec {
+    /// Unique among the children: logs, `/admin/actors` and `actor_restarts_total` name it.
     pub name: String,
+    /// Decides the start and stop order.
     pub tier: Tier,
+    /// Which ends are followed by a restart.
     pub restart: Restart,
+    /// Delay before each restart.
     pub backoff: Backoff,
+    /// How many restarts are tolerated before escalating.
     pub intensity: Intensity,
+    /// Starts an incarnation; called again on every restart.
     pub factory: Factory,
 }
 
@@ -129,6 +144,7 @@ impl ChildSpec {
         }
     }
 
+    /// Sets the restart type (permanent by default).
     pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;
         self

@@ -23,13 +23,17 @@ use crate::spec::{ChildSpec, SupervisorConfig, Tier};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
+    /// Most connections the pool holds.
     pub max_size: u32,
+    /// Connections kept open while idle.
     pub min_idle: u32,
     /// How long a checkout may wait for a connection, including connecting.
     #[serde(with = "crate::duration")]
     pub connection_timeout: Duration,
+    /// Connections are replaced after this long.
     #[serde(with = "crate::duration")]
     pub max_lifetime: Duration,
+    /// Idle connections above `min_idle` are closed after this long.
     #[serde(with = "crate::duration")]
     pub idle_timeout: Duration,
 }
@@ -48,6 +52,7 @@ pub struct HealthConfig {
 /// What a particular store adds to the pool-owning actor: its own state, and its messages
 /// (implemented as `Handler`s on `StoreActor<ThisBackend>`).
 pub trait Backend: Sized + Unpin + 'static {
+    /// Connects to the store.
     type Manager: ManageConnection + Clone;
 
     /// A driver error as text for logs and readiness.
@@ -74,8 +79,11 @@ pub trait Backend: Sized + Unpin + 'static {
 /// The answer to a [`Ping`].
 #[derive(Clone, Debug, Serialize)]
 pub struct PingReport {
+    /// Whether the store answered.
     pub ok: bool,
+    /// How long the answer took.
     pub latency_ms: f64,
+    /// Why it did not answer.
     pub error: Option<String>,
 }
 
@@ -94,6 +102,7 @@ impl PingReport {
 #[derive(Message, Debug)]
 #[rtype(result = "PingReport")]
 pub struct Ping {
+    /// Deadline of one check.
     pub timeout: Duration,
 }
 
@@ -105,12 +114,15 @@ pub struct Crash;
 
 /// The pool and its health, common to every store.
 pub struct StoreCore<M: ManageConnection> {
+    /// The child's name.
     pub name: &'static str,
+    /// The pool, which drops connections that failed.
     pub pool: Pool<Evicting<M>>,
     manager: Arc<Evicting<M>>,
     health: HealthConfig,
     failures: u32,
     up: Option<bool>,
+    /// Where the actor reports its store's health and pool.
     pub metrics: Arc<Metrics>,
 }
 
@@ -121,7 +133,9 @@ pub struct StoreCore<M: ManageConnection> {
 /// `interval` while it answers and with backoff while it does not, logging each transition;
 /// a check also re-establishes connections, so recovery needs no restart.
 pub struct StoreActor<B: Backend> {
+    /// What every store actor has: name, pool, health checks, metrics.
     pub core: StoreCore<B::Manager>,
+    /// What this store does with it.
     pub backend: B,
 }
 
@@ -130,6 +144,7 @@ pub struct StoreActor<B: Backend> {
 const MAILBOX_CAPACITY: usize = 4096;
 
 impl<B: Backend> StoreActor<B> {
+    /// A store actor around `backend`, with its pool built but not yet connected.
     pub fn new(
         name: &'static str,
         manager: B::Manager,
@@ -322,8 +337,11 @@ impl<B: Backend> Handler<Crash> for StoreActor<B> {
 
 /// Everything a store child needs besides its backend.
 pub struct StoreSettings {
+    /// The actor's pool.
     pub pool: PoolConfig,
+    /// How often, and how, the store is checked.
     pub health: HealthConfig,
+    /// Where it reports.
     pub metrics: Arc<Metrics>,
 }
 
@@ -354,6 +372,7 @@ pub fn store_child<B: Backend>(
 
 /// Something `/health/ready` can ping, whatever store is behind it.
 pub trait Probe: Send + Sync {
+    /// Asks the store to answer within `timeout`; a failure is reported, not returned.
     fn ping(&self, timeout: Duration) -> LocalBoxFuture<'static, PingReport>;
 }
 

@@ -9,8 +9,12 @@ use crate::slot::Slot;
 /// The slots of the store actors (each holds the live incarnation's address).
 #[derive(Clone, Default)]
 pub struct Stores {
+    /// Redis through the cache actor.
     pub cache: Slot<CacheActor>,
+    /// PostgreSQL through the database actor.
     pub db: Slot<DbActor>,
+    /// Distributed locks.
     pub locks: Slot<LockActor>,
+    /// The rate limiter.
     pub limiter: Slot<LimiterActor>,
 }

@@ -58,11 +58,15 @@ struct Child {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChildState {
+    /// Its factory is running.
     Starting,
+    /// Started and not ended.
     Running,
     /// Ended; waiting out its backoff before the next start.
     Restarting,
+    /// Asked to stop by the shutdown.
     Stopping,
+    /// Ended and not to be restarted.
     Stopped,
     /// Ended and will not be started again (by its restart type or by escalation).
     Failed,
@@ -72,13 +76,21 @@ pub enum ChildState {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct ChildInfo {
+    /// The child's name.
     pub name: String,
+    /// Its tier.
     pub tier: Tier,
+    /// What it is doing now.
     pub state: ChildState,
+    /// Its restart type.
     pub restart: Restart,
+    /// Restarts since the start of the process.
     pub restarts: u64,
+    /// Whether it exceeded its restart intensity (the instance is then not ready).
     pub degraded: bool,
+    /// Why it last ended, when it failed.
     pub last_error: Option<String>,
+    /// How long the current incarnation has run.
     pub uptime_ms: Option<u64>,
 }
 

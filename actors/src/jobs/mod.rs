@@ -22,11 +22,15 @@ pub use worker::{
 
 /// What a handler is given: the job and the stores.
 pub struct JobContext {
+    /// The job's id: handlers use it to be idempotent.
     pub id: String,
+    /// The kind the job was enqueued as.
     pub kind: String,
+    /// The payload as enqueued (`null` when none was given).
     pub payload: serde_json::Value,
     /// 1 on the first run.
     pub attempt: u32,
+    /// The store actors, to reach Redis and PostgreSQL.
     pub stores: Stores,
 }
 
@@ -42,7 +46,9 @@ pub enum JobError {
 /// Runs one kind of job. Handlers must be idempotent by job id: a job can run more than once
 /// (a worker can die after the work and before the acknowledgement).
 pub trait JobHandler {
+    /// The kind this handler runs, as clients name it when they enqueue.
     fn kind(&self) -> &'static str;
+    /// Runs one attempt; the value becomes the job's `result`.
     fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>>;
 }
 
@@ -54,6 +60,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Adds `handler` for its kind (replacing one registered for the same kind).
     pub fn with(mut self, handler: impl JobHandler + 'static) -> Self {
         self.handlers.insert(handler.kind(), Rc::new(handler));
         self
@@ -73,10 +80,12 @@ impl Registry {
         &self.periodic
     }
 
+    /// The handler of `kind`, if one is registered.
     pub fn get(&self, kind: &str) -> Option<Rc<dyn JobHandler>> {
         self.handlers.get(kind).cloned()
     }
 
+    /// The registered kinds, sorted.
     pub fn kinds(&self) -> Vec<&'static str> {
         let mut kinds: Vec<_> = self.handlers.keys().copied().collect();
         kinds.sort_unstable();
@@ -107,6 +116,7 @@ pub struct WorkerConfig {
     pub max_payload_size: usize,
     /// How long an idempotency key maps to its job.
     pub idempotency_ttl: Duration,
+    /// Delay before the next attempt of a retryable failure.
     pub retry_backoff: Backoff,
     /// Deadline of one Redis command.
     pub redis_timeout: Duration,

@@ -140,18 +140,27 @@ return 1
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct JobStatus {
+    /// 32 hex digits.
     pub id: String,
+    /// The registered kind that runs it.
     pub kind: String,
     /// queued, running, succeeded, retrying or dead.
     pub status: String,
+    /// Runs started so far.
     pub attempts: u32,
+    /// Runs allowed before the job goes to the dead letters.
     pub max_attempts: u32,
+    /// As enqueued.
     pub payload: serde_json::Value,
+    /// What the handler returned, once it has succeeded.
     pub result: Option<serde_json::Value>,
+    /// The error of the last failed run.
     pub last_error: Option<String>,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// Unix milliseconds of the last change.
     pub updated_at: i64,
+    /// Unix milliseconds before which the job does not run.
     pub run_at: i64,
 }
 
@@ -159,7 +168,9 @@ pub struct JobStatus {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct DeadJob {
+    /// The job's id.
     pub id: String,
+    /// Why its last run failed.
     pub error: String,
     /// The dead-letter entry, which pages through them.
     #[serde(skip)]

@@ -47,24 +47,32 @@ pub struct JobWorker {
 #[derive(Message)]
 #[rtype(result = "Result<Enqueued, StoreError>")]
 pub struct Enqueue {
+    /// A registered kind.
     pub kind: String,
+    /// Handed to the handler as is; at most `max_payload_size` bytes of JSON.
     pub payload: serde_json::Value,
+    /// Runs allowed before the job goes to the dead letters.
     pub max_attempts: u32,
+    /// How long to wait before the first run.
     pub delay: Duration,
+    /// Scoped by the caller (a client's keys must not meet another's).
     pub idempotency_key: Option<String>,
 }
 
 /// The job an enqueue created or found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
+    /// The job's id.
     pub id: String,
     /// False when the idempotency key named an existing job.
     pub created: bool,
 }
 
+/// Asks for a job's status document; `None` when it does not exist or has expired.
 #[derive(Message)]
 #[rtype(result = "Result<Option<JobStatus>, StoreError>")]
 pub struct GetJob {
+    /// The job's id.
     pub id: String,
 }
 
@@ -72,7 +80,9 @@ pub struct GetJob {
 #[derive(Message)]
 #[rtype(result = "Result<Vec<DeadJob>, StoreError>")]
 pub struct ListDead {
+    /// The `entry` of the last dead letter of the previous page.
     pub after: Option<String>,
+    /// Most dead letters answered.
     pub limit: usize,
 }
 
@@ -80,6 +90,7 @@ pub struct ListDead {
 #[derive(Message)]
 #[rtype(result = "Result<bool, StoreError>")]
 pub struct RetryDead {
+    /// The job's id.
     pub id: String,
 }
 
@@ -395,12 +406,19 @@ impl Handler<RetryDead> for JobWorker {
 
 /// Everything a worker child needs.
 pub struct WorkerSettings {
+    /// The queue's settings.
     pub config: WorkerConfig,
+    /// The key prefix every queue key starts with.
     pub prefix: String,
+    /// Connects the worker's own pool.
     pub manager: RedisConnectionManager,
+    /// The worker's pool.
     pub pool: PoolConfig,
+    /// The handlers, by kind, and the scheduled kinds.
     pub registry: Registry,
+    /// Handed to every handler.
     pub stores: Stores,
+    /// Where the worker counts runs, rejections and depth.
     pub metrics: Arc<Metrics>,
     /// This process's consumer name.
     pub consumer: String,
