@@ -4,7 +4,7 @@
 //! Three rules sit on top of the filter, whatever it says:
 //! - the audit trail ([`AUDIT`]) is always written: no filter can silence the record of who
 //!   changed what, including the change of the filter itself;
-//! - crates that log what they are handed ([`QUIET_TARGETS`]: `tokio_postgres` logs query
+//! - crates that log what they are handed (`QUIET_TARGETS`: `tokio_postgres` logs query
 //!   parameters at debug) stay at `info` at most unless the filter names them;
 //! - what actix-http reports at ERROR or WARN about a malformed request is the client's
 //!   doing, not the service's, and is written at INFO.
