@@ -36,11 +36,15 @@ use crate::{fd_budget, http, listener, memory, signals, telemetry};
 /// Tests start it in-process on port 0 (see `tests/common`); the binary starts it through
 /// [`serve`], which adds signal handling.
 pub struct Application {
+    /// Where the HTTP server listens (the port chosen when the setting was 0).
     pub addr: SocketAddr,
     /// The store actors, for code embedding the service (job handlers, tests).
     pub stores: Stores,
+    /// The supervisor: send it `Shutdown` to stop the instance in order.
     pub supervisor: Addr<Supervisor>,
+    /// Whether the instance takes traffic.
     pub readiness: Readiness,
+    /// The instance's metrics registry.
     pub metrics: Arc<Metrics>,
     terminated: Terminated,
 }
@@ -48,15 +52,21 @@ pub struct Application {
 /// Why the service did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The connections do not fit under the file descriptor limit.
     #[error(transparent)]
     Budget(#[from] fd_budget::BudgetError),
+    /// A socket could not be bound or read.
     #[error("cannot listen on {address}: {source}")]
     Listen {
+        /// `host:port` as configured.
         address: String,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A store's URL cannot be used.
     #[error("the connection settings of a store cannot be used: {0}")]
     Store(#[from] ManagerError),
+    /// The metrics could not be registered.
     #[error("cannot build the metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
 }

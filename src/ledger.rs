@@ -13,10 +13,15 @@ use tokio_postgres::{IsolationLevel, Row, Transaction};
 /// An account of the reference ledger, as the API shows (and the cache keeps) it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Account {
+    /// Assigned by the database, increasing.
     pub id: i64,
+    /// 1-100 characters, any but NUL.
     pub name: String,
+    /// Minor units; never negative.
     pub balance: i64,
+    /// The balance the account was opened with.
     pub initial_balance: i64,
+    /// RFC 3339.
     pub created_at: String,
 }
 
@@ -35,10 +40,15 @@ impl Account {
 /// Money moved from one account to another, once.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Transfer {
+    /// Assigned by the database, increasing.
     pub id: i64,
+    /// The account debited.
     pub from: i64,
+    /// The account credited.
     pub to: i64,
+    /// Minor units, positive.
     pub amount: i64,
+    /// RFC 3339.
     pub created_at: String,
 }
 
@@ -63,6 +73,7 @@ async fn query(
     db.send(Query { name, sql, params }).await?
 }
 
+/// Opens an account with `initial_balance` as its balance.
 pub async fn create_account(
     db: &Addr<DbActor>,
     name: String,
@@ -80,6 +91,7 @@ pub async fn create_account(
         .ok_or_else(|| StoreError::Internal("INSERT returned no row".into()))
 }
 
+/// The account `id`, read from PostgreSQL; `None` when there is none.
 pub async fn account(db: &Addr<DbActor>, id: i64) -> Result<Option<Account>, StoreError> {
     let rows = query(db, "account_by_id", sql::ACCOUNT_BY_ID, vec![Box::new(id)]).await?;
     Ok(rows.first().map(Account::from_row))
@@ -122,9 +134,11 @@ pub async fn transfers_of(
 #[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
+    /// The account debited.
     pub from: i64,
     /// Another account than `from`.
     pub to: i64,
+    /// Minor units.
     #[schema(minimum = 1)]
     pub amount: i64,
 }
@@ -139,9 +153,11 @@ impl TransferRequest {
 /// The answer to a transfer, as first given and as replayed for its idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferAnswer {
+    /// The HTTP status of the answer.
     pub status: u16,
     /// The transfer for 201; `{"code", "message"}` for an error.
     pub body: serde_json::Value,
+    /// Whether this is the stored answer of an earlier request with the same key.
     pub replayed: bool,
 }
 
@@ -150,6 +166,7 @@ pub struct TransferAnswer {
 pub enum TransferRefusal {
     /// The idempotency key was used before with a different request.
     KeyReused,
+    /// The store failed; nothing was decided.
     Store(StoreError),
 }
 

@@ -3,6 +3,8 @@
 //! `main.rs` only calls [`cli::run`]; everything else lives here so the integration tests can
 //! start the same application in-process (see [`app::Application`]).
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod cli;
 pub mod config;

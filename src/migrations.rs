@@ -3,6 +3,7 @@
 
 use steward_actors::migrations::Migration;
 
+/// The reference service's migrations, in order.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,

@@ -21,12 +21,19 @@ use crate::telemetry::LogControl;
 /// `Arc`s, slots and actor addresses).
 #[derive(Clone)]
 pub struct AppState {
+    /// Whether the instance takes traffic.
     pub readiness: Readiness,
+    /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// The supervisor, for `/admin/actors`.
     pub supervisor: Addr<Supervisor>,
+    /// The cache actor (Redis).
     pub cache: Slot<CacheActor>,
+    /// The database actor (PostgreSQL).
     pub db: Slot<DbActor>,
+    /// The lock actor.
     pub locks: Slot<LockActor>,
+    /// The rate-limiter actor.
     pub limiter: Slot<LimiterActor>,
     /// Rate-limit policies, checked in order for every request.
     pub policies: Arc<[Arc<Policy>]>,
@@ -40,6 +47,7 @@ pub struct AppState {
     pub default_max_attempts: u32,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// Changes the log filter (`PUT /admin/log-level`).
     pub log: LogControl,
     /// `None` when no admin token is configured: the admin routes are then not mounted.
     pub admin_token: Option<Arc<str>>,
@@ -71,8 +79,11 @@ pub enum MetricsRoute {
 
 /// One store's answer to a readiness ping.
 pub struct Checked {
+    /// The store's name in the readiness report.
     pub name: &'static str,
+    /// Whether its being down makes the instance not ready.
     pub required: bool,
+    /// Its answer.
     pub report: PingReport,
 }
 
@@ -89,6 +100,7 @@ pub struct PingCache {
 type Round = (Instant, Arc<[Checked]>);
 
 impl PingCache {
+    /// An empty cache whose rounds are served for `ttl`.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
@@ -121,13 +133,16 @@ impl PingCache {
 
 /// A store `/health/ready` checks.
 pub struct Dependency<'a> {
+    /// The store's name in the readiness report.
     pub name: &'static str,
+    /// Pings it.
     pub probe: &'a dyn Probe,
     /// A required store that is down makes the instance not ready; another one only shows.
     pub required: bool,
 }
 
 impl AppState {
+    /// The stores `/health/ready` checks.
     pub fn dependencies(&self) -> [Dependency<'_>; 4] {
         let redis = |name, probe| Dependency {
             name,
@@ -146,18 +161,22 @@ impl AppState {
         ]
     }
 
+    /// The database actor, or unavailable before its first start.
     pub fn db(&self) -> Result<Addr<DbActor>, StoreError> {
         current(&self.db)
     }
 
+    /// The cache actor, or unavailable before its first start.
     pub fn cache(&self) -> Result<Addr<CacheActor>, StoreError> {
         current(&self.cache)
     }
 
+    /// The lock actor, or unavailable before its first start.
     pub fn locks(&self) -> Result<Addr<LockActor>, StoreError> {
         current(&self.locks)
     }
 
+    /// The job worker, or unavailable before its first start.
     pub fn jobs(&self) -> Result<Addr<JobWorker>, StoreError> {
         current(&self.jobs)
     }

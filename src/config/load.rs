@@ -57,11 +57,15 @@ impl Sources {
 /// Where a value came from, as error messages and `check-config` name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
+    /// A configuration file.
     File(PathBuf),
+    /// An environment variable, by name.
     Env(String),
     /// A secret read from the file named by a `*_file` key.
     SecretFile {
+        /// The `*_file` key that named the file.
         key: String,
+        /// The file's path.
         path: String,
     },
 }
@@ -79,6 +83,7 @@ impl fmt::Display for Origin {
 /// A validated configuration and the origin of each of its keys.
 #[derive(Clone, Debug)]
 pub struct Loaded {
+    /// The validated settings.
     pub settings: Settings,
     origins: BTreeMap<String, Origin>,
 }

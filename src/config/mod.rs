@@ -26,121 +26,188 @@ pub use validate::parse_net;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `[server]`: the HTTP listener and its limits.
     pub server: ServerSettings,
+    /// `[redis]`: the Redis server and pool.
     pub redis: RedisSettings,
+    /// `[postgres]`: the PostgreSQL server, pool and transactions.
     pub postgres: PostgresSettings,
+    /// `[cache]`: the kv and accounts caches.
     pub cache: CacheSettings,
+    /// `[locks]`: the lock actor.
     pub locks: LocksSettings,
+    /// `[ratelimit]`: policies and trusted proxies.
     pub ratelimit: RateLimitSettings,
+    /// `[workers]`: the job queue.
     pub workers: WorkersSettings,
+    /// `[idempotency]`: retention of transfers' keys.
     pub idempotency: IdempotencySettings,
+    /// `[admin]`: the admin token.
     pub admin: AdminSettings,
+    /// `[metrics]`: who may read `/metrics`.
     pub metrics: MetricsSettings,
+    /// `[log]`: filter and format.
     pub log: LogSettings,
+    /// `[health]`: store checks and readiness.
     pub health: HealthSettings,
+    /// `[supervisor]`: restarts and escalation.
     pub supervisor: SupervisorConfig,
+    /// `[shutdown]`: the phases' deadlines.
     pub shutdown: ShutdownSettings,
 }
 
+/// `[server]`; every key is described in `config/default.toml`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    /// Address to bind.
     pub host: String,
+    /// TCP port; 0 picks a free one.
     pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// Pending connections queued before accept.
     pub backlog: u32,
+    /// Connections per worker (fitted to the descriptor limit at start-up).
     pub max_connections: usize,
+    /// How long an idle keep-alive connection stays open.
     #[serde(with = "steward_actors::duration")]
     pub keep_alive: Duration,
+    /// Deadline for the request head (408).
     #[serde(with = "steward_actors::duration")]
     pub client_request_timeout: Duration,
+    /// Time a client gets to close its side.
     #[serde(with = "steward_actors::duration")]
     pub client_disconnect_timeout: Duration,
+    /// Deadline for the whole body after the head (408).
     #[serde(with = "steward_actors::duration")]
     pub body_timeout: Duration,
+    /// Largest request head in bytes (431).
     pub max_head_size: usize,
+    /// Largest body in bytes (413).
     pub max_body_size: usize,
+    /// Largest JSON body in bytes (413).
     pub max_json_size: usize,
+    /// How often freed memory is handed back; zero turns it off.
     #[serde(with = "steward_actors::duration")]
     pub memory_trim_interval: Duration,
 }
 
+/// `[redis]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    /// `redis://` URL.
     pub url: String,
+    /// Prefix of every key steward writes.
     pub key_prefix: String,
+    /// Each Redis actor's pool.
     pub pool: PoolConfig,
 }
 
+/// `[postgres]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
+    /// `postgres://` URL or libpq key-value string.
     pub url: String,
     /// Resolved from `password` or `password_file` by the loader; empty when neither is set.
     pub password: String,
+    /// File holding the password (a mounted secret).
     pub password_file: String,
+    /// Deadline of one query or transaction attempt, also the server's statement_timeout.
     #[serde(with = "steward_actors::duration")]
     pub query_timeout: Duration,
+    /// Retries of a transaction aborted by a serialization failure or deadlock.
     pub tx_max_retries: u32,
+    /// Delay between those retries.
     pub tx_backoff: Backoff,
+    /// The database actor's pool.
     pub pool: PoolConfig,
 }
 
+/// `[cache]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
+    /// Deadline of one Redis command of the cache.
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
+    /// TTLs are spread by up to this fraction either way.
     pub ttl_jitter: f64,
+    /// How long a "not found" is cached.
     #[serde(with = "steward_actors::duration")]
     pub negative_ttl: Duration,
+    /// TTL of a kv value whose request gives none.
     #[serde(with = "steward_actors::duration")]
     pub kv_default_ttl: Duration,
+    /// Largest kv value in bytes (413).
     pub max_value_size: usize,
+    /// How long an account stays cached.
     #[serde(with = "steward_actors::duration")]
     pub account_ttl: Duration,
 }
 
+/// `[locks]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocksSettings {
+    /// Deadline of one Redis command of the lock actor.
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
 }
 
+/// `[ratelimit]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
+    /// Deadline of one Redis decision.
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// The policies, all of which apply.
     pub policies: Vec<Policy>,
 }
 
+/// `[workers]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkersSettings {
+    /// The queue's name.
     pub queue: String,
+    /// Jobs run at once in this process.
     pub concurrency: usize,
+    /// A job left unacknowledged this long is taken over.
     #[serde(with = "steward_actors::duration")]
     pub claim_idle: Duration,
+    /// Pause between fetches while the queue is empty.
     #[serde(with = "steward_actors::duration")]
     pub poll_interval: Duration,
+    /// Deadline of one run.
     #[serde(with = "steward_actors::duration")]
     pub job_timeout: Duration,
+    /// Attempts of a job that asks for none.
     pub max_attempts: u32,
+    /// Most jobs waiting at once.
     pub max_queued: u64,
+    /// Most finished jobs whose documents are kept.
     pub max_finished: u64,
+    /// Largest payload in bytes of JSON.
     pub max_payload_size: usize,
+    /// How long a finished job's document is kept.
     #[serde(with = "steward_actors::duration")]
     pub status_ttl: Duration,
+    /// How long a job's Idempotency-Key names it.
     #[serde(with = "steward_actors::duration")]
     pub idempotency_ttl: Duration,
+    /// How long a statement stays cached.
     #[serde(with = "steward_actors::duration")]
     pub statement_ttl: Duration,
+    /// Deadline of one Redis command of the worker.
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
+    /// Delay before a retry.
     pub retry_backoff: Backoff,
 }
 
@@ -148,17 +215,21 @@ pub struct WorkersSettings {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencySettings {
+    /// How long a transfer's Idempotency-Key is kept.
     #[serde(with = "steward_actors::duration")]
     pub retention: Duration,
+    /// How often the old keys are deleted.
     #[serde(with = "steward_actors::duration")]
     pub prune_interval: Duration,
 }
 
+/// `[admin]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Resolved from `token` or `token_file`; empty means the admin routes are absent.
     pub token: String,
+    /// File holding the token (a mounted secret).
     pub token_file: String,
 }
 
@@ -172,10 +243,13 @@ pub struct MetricsSettings {
     pub require_token: bool,
 }
 
+/// `[log]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
+    /// Level or env_logger filter.
     pub level: String,
+    /// Text or JSON lines.
     pub format: LogFormat,
 }
 
@@ -183,41 +257,57 @@ pub struct LogSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// For people.
     Text,
+    /// One JSON object a line, for log pipelines.
     Json,
 }
 
+/// `[health]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSettings {
+    /// Time between a store actor's checks.
     #[serde(with = "steward_actors::duration")]
     pub interval: Duration,
+    /// Deadline of one check or readiness ping.
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
+    /// Whether readiness fails while Redis is down.
     pub require_redis: bool,
+    /// How long readiness serves its last pings.
     #[serde(with = "steward_actors::duration")]
     pub ready_cache: Duration,
+    /// Backoff between checks of a store that does not answer.
     pub reconnect: Backoff,
 }
 
+/// `[shutdown]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
+    /// Wait after readiness turns 503, before draining HTTP.
     #[serde(with = "steward_actors::duration")]
     pub drain_delay: Duration,
+    /// Deadline of the HTTP phase.
     #[serde(with = "steward_actors::duration")]
     pub http_timeout: Duration,
+    /// Deadline of the workers phase.
     #[serde(with = "steward_actors::duration")]
     pub workers_timeout: Duration,
+    /// Deadline of the stores phase.
     #[serde(with = "steward_actors::duration")]
     pub stores_timeout: Duration,
+    /// Deadline of the whole sequence.
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
+    /// The orchestrator's grace period before SIGKILL.
     #[serde(with = "steward_actors::duration")]
     pub orchestrator_grace: Duration,
 }
 
 impl Settings {
+    /// The shutdown sequence's deadlines.
     pub fn shutdown_plan(&self) -> ShutdownPlan {
         let s = &self.shutdown;
         ShutdownPlan {
@@ -229,6 +319,7 @@ impl Settings {
         }
     }
 
+    /// How store actors check their store.
     pub fn store_health(&self) -> HealthConfig {
         HealthConfig {
             interval: self.health.interval,
@@ -237,6 +328,7 @@ impl Settings {
         }
     }
 
+    /// The database actor's settings.
     pub fn db_config(&self) -> DbConfig {
         DbConfig {
             query_timeout: self.postgres.query_timeout,
@@ -245,6 +337,7 @@ impl Settings {
         }
     }
 
+    /// The cache actor's settings.
     pub fn cache_config(&self) -> CacheConfig {
         CacheConfig {
             timeout: self.cache.timeout,
@@ -253,6 +346,7 @@ impl Settings {
         }
     }
 
+    /// The job worker's settings.
     pub fn worker_config(&self) -> WorkerConfig {
         let w = &self.workers;
         WorkerConfig {

@@ -21,6 +21,7 @@ pub struct Direct {
 }
 
 impl Direct {
+    /// A pool of its own, built like the cache actor's and not yet connected.
     pub fn new(settings: &Settings) -> Result<Self, steward_actors::managers::ManagerError> {
         let manager = steward_actors::managers::redis_manager(&settings.redis.url)?;
         let pool = Pool::builder()

@@ -43,6 +43,7 @@ struct Parts {
 /// and the OpenAPI document takes its schema from here.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorEnvelope {
+    /// The error itself.
     pub error: ErrorDetail,
 }
 
@@ -52,6 +53,7 @@ pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_key`, `lock_held`, `unavailable`, ...
     #[schema(value_type = String)]
     pub code: Cow<'static, str>,
+    /// For people; clients branch on `code`.
     pub message: String,
     /// The request's `X-Request-Id`, to find it in the logs.
     pub request_id: String,
@@ -71,6 +73,7 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
+    /// An error of `status` with a stable `code` and a message for people.
     pub fn new(
         status: StatusCode,
         code: impl Into<Cow<'static, str>>,
@@ -86,10 +89,12 @@ impl ApiError {
         }))
     }
 
+    /// A 400: the request cannot be read.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// A 422: the request is read but asks for something impossible.
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
@@ -236,10 +241,12 @@ pub fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error 
     api.with_cause(error.to_string()).into()
 }
 
+/// A path parameter that does not parse: 400 in the envelope.
 pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_path", error.to_string()).into()
 }
 
+/// A query string that does not parse: 400 in the envelope.
 pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_query", error.to_string()).into()
 }

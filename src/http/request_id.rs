@@ -9,6 +9,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
 
+/// `X-Request-Id`.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of the request being handled, stored in the request's extensions.
@@ -16,6 +17,7 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestId(Arc<str>);
 
 impl RequestId {
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
