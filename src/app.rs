@@ -20,14 +20,14 @@ use steward_actors::ratelimit::{Limiter, Reservations};
 use steward_actors::store::{store_child, Backend, StoreActor, StoreSettings};
 use steward_actors::stores::Stores;
 use steward_actors::{
-    ChildSpec, Exit, Metrics, Readiness, Running, Slot, Supervisor, SupervisorConfig, Terminated,
-    Tier,
+    ChildSpec, Exit, Metrics, Probe, Readiness, Running, Slot, Supervisor, SupervisorConfig,
+    Terminated, Tier,
 };
 use tokio_postgres::NoTls;
 
 use crate::config::{parse_net, ServerSettings, Settings};
 use crate::migrations::MIGRATIONS;
-use crate::state::{AppState, MetricsRoute};
+use crate::state::{AppState, Dependency, EdgeState, MetricsRoute, PingCache};
 use crate::telemetry::LogControl;
 use crate::{fd_budget, http, listener, memory, signals, telemetry};
 
@@ -160,18 +160,27 @@ impl Application {
             &settings.supervisor,
         );
         let supervisor = Supervisor::create(|ctx| {
-            let state = AppState {
+            let redis = |name, probe: Box<dyn Probe + Send + Sync>| Dependency {
+                name,
+                probe,
+                required: settings.health.require_redis,
+            };
+            let dependencies = vec![
+                redis("redis", Box::new(cache.clone())),
+                redis("locks", Box::new(locks.clone())),
+                redis("ratelimit", Box::new(limiter.clone())),
+                Dependency {
+                    name: "postgres",
+                    probe: Box::new(db.clone()),
+                    required: true,
+                },
+            ];
+            let edge = EdgeState {
                 readiness: readiness.clone(),
                 metrics: Arc::clone(&metrics),
                 supervisor: ctx.address(),
-                cache,
-                db,
-                locks,
                 limiter,
                 reservations,
-                jobs,
-                job_kinds: kinds,
-                default_max_attempts: settings.workers.max_attempts,
                 policies: settings
                     .ratelimit
                     .policies
@@ -192,9 +201,19 @@ impl Application {
                     (None, true) => MetricsRoute::AdminToken,
                     (None, false) => MetricsRoute::Public,
                 },
-                ping_timeout: settings.health.timeout,
-                pings: crate::state::PingCache::new(settings.health.ready_cache),
-                require_redis: settings.health.require_redis,
+                pings: PingCache::new(
+                    settings.health.ready_cache,
+                    settings.health.timeout,
+                    dependencies,
+                ),
+            };
+            let state = AppState {
+                cache,
+                db,
+                locks,
+                jobs,
+                job_kinds: kinds,
+                default_max_attempts: settings.workers.max_attempts,
                 api: settings.cache.clone(),
                 #[cfg(feature = "bench-routes")]
                 direct: Arc::new(direct),
@@ -207,11 +226,11 @@ impl Application {
                 .child(worker_child);
             let supervisor = match metrics_listener {
                 Some(listener) => {
-                    let state = state.clone();
+                    let edge = edge.clone();
                     supervisor.child(http_child(
                         "metrics-http",
                         listener,
-                        move |socket| http::metrics_server(socket, state.clone()),
+                        move |socket| http::metrics_server(socket, edge.clone()),
                         &settings.supervisor,
                     ))
                 }
@@ -221,7 +240,9 @@ impl Application {
             supervisor.child(http_child(
                 "http",
                 listener,
-                move |socket| http::server(&server, http_timeout, socket, state.clone()),
+                move |socket| {
+                    http::server(&server, http_timeout, socket, edge.clone(), state.clone())
+                },
                 &settings.supervisor,
             ))
         });

@@ -1,4 +1,4 @@
-//! What every HTTP handler can reach.
+//! What HTTP handlers can reach: the edge's own state, and the reference API's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,34 +17,23 @@ use steward_actors::{Metrics, Probe, Readiness, Slot, StoreError, Supervisor};
 use crate::config::CacheSettings;
 use crate::telemetry::LogControl;
 
-/// Shared state of the HTTP edge, cloned into every actix-web worker (it is all handles:
-/// `Arc`s, slots and actor addresses).
+/// What the HTTP edge reads — the middleware, health, metrics and admin routes: the
+/// framework's own state, never a service's. Cloned into every actix-web worker (it is all
+/// handles: `Arc`s, slots and actor addresses).
 #[derive(Clone)]
-pub struct AppState {
+pub struct EdgeState {
     /// Whether the instance takes traffic.
     pub readiness: Readiness,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// The supervisor, for `/admin/actors`.
     pub supervisor: Addr<Supervisor>,
-    /// The cache actor (Redis).
-    pub cache: Slot<CacheActor>,
-    /// The database actor (PostgreSQL).
-    pub db: Slot<DbActor>,
-    /// The lock actor.
-    pub locks: Slot<LockActor>,
     /// The rate-limiter actor.
     pub limiter: Slot<LimiterActor>,
     /// Rate-limit policies, checked in order for every request.
     pub policies: Arc<[Arc<Policy>]>,
     /// Rate-limit units reserved by the limiter actor, spent here without a message.
     pub reservations: Reservations,
-    /// The job queue's worker.
-    pub jobs: Slot<JobWorker>,
-    /// The job kinds a handler is registered for.
-    pub job_kinds: Arc<[&'static str]>,
-    /// Attempts of a job that asks for none.
-    pub default_max_attempts: u32,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// Changes the log filter (`PUT /admin/log-level`).
@@ -53,12 +42,25 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// Where `/metrics` is served and who may read it.
     pub metrics_route: MetricsRoute,
-    /// Deadline of each store ping behind `/health/ready`.
-    pub ping_timeout: Duration,
-    /// The last round of those pings, served for `health.ready_cache`.
+    /// The stores `/health/ready` pings, and their last answers.
     pub pings: PingCache,
-    /// Whether readiness fails while Redis is down (`health.require_redis`).
-    pub require_redis: bool,
+}
+
+/// What the reference API's handlers reach: its stores, its job kinds and its settings.
+#[derive(Clone)]
+pub struct AppState {
+    /// The cache actor (Redis).
+    pub cache: Slot<CacheActor>,
+    /// The database actor (PostgreSQL).
+    pub db: Slot<DbActor>,
+    /// The lock actor.
+    pub locks: Slot<LockActor>,
+    /// The job queue's worker.
+    pub jobs: Slot<JobWorker>,
+    /// The job kinds a handler is registered for.
+    pub job_kinds: Arc<[&'static str]>,
+    /// Attempts of a job that asks for none.
+    pub default_max_attempts: u32,
     /// TTLs and limits of the kv and accounts APIs.
     pub api: CacheSettings,
     /// The actor-less kv route of the benchmark build.
@@ -93,6 +95,9 @@ pub struct Checked {
 #[derive(Clone)]
 pub struct PingCache {
     ttl: Duration,
+    /// Deadline of each ping.
+    timeout: Duration,
+    dependencies: Arc<[Dependency]>,
     last: Arc<tokio::sync::Mutex<Option<Round>>>,
 }
 
@@ -100,24 +105,27 @@ pub struct PingCache {
 type Round = (Instant, Arc<[Checked]>);
 
 impl PingCache {
-    /// An empty cache whose rounds are served for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    /// Pings `dependencies`, each within `timeout`, at most once per `ttl`.
+    pub fn new(ttl: Duration, timeout: Duration, dependencies: Vec<Dependency>) -> Self {
         Self {
             ttl,
+            timeout,
+            dependencies: dependencies.into(),
             last: Arc::default(),
         }
     }
 
-    /// The current round, pinging the stores first when the last one is older than the ttl.
-    pub async fn checks(&self, state: &AppState) -> Arc<[Checked]> {
+    /// The current round, pinging the stores first when the last one is older than the ttl;
+    /// a new round is counted in `readiness_checks_total`.
+    pub async fn checks(&self, metrics: &Metrics) -> Arc<[Checked]> {
         let mut last = self.last.lock().await;
         if let Some((at, checks)) = last.as_ref() {
             if at.elapsed() < self.ttl {
                 return Arc::clone(checks);
             }
         }
-        let timeout = state.ping_timeout;
-        let pings = state.dependencies().map(|dependency| async move {
+        let timeout = self.timeout;
+        let pings = self.dependencies.iter().map(|dependency| async move {
             Checked {
                 name: dependency.name,
                 required: dependency.required,
@@ -125,42 +133,23 @@ impl PingCache {
             }
         });
         let checks: Arc<[Checked]> = join_all(pings).await.into();
-        state.metrics.readiness_checks_total.inc();
+        metrics.readiness_checks_total.inc();
         *last = Some((Instant::now(), Arc::clone(&checks)));
         checks
     }
 }
 
 /// A store `/health/ready` checks.
-pub struct Dependency<'a> {
+pub struct Dependency {
     /// The store's name in the readiness report.
     pub name: &'static str,
     /// Pings it.
-    pub probe: &'a dyn Probe,
+    pub probe: Box<dyn Probe + Send + Sync>,
     /// A required store that is down makes the instance not ready; another one only shows.
     pub required: bool,
 }
 
 impl AppState {
-    /// The stores `/health/ready` checks.
-    pub fn dependencies(&self) -> [Dependency<'_>; 4] {
-        let redis = |name, probe| Dependency {
-            name,
-            probe,
-            required: self.require_redis,
-        };
-        [
-            redis("redis", &self.cache),
-            redis("locks", &self.locks),
-            redis("ratelimit", &self.limiter),
-            Dependency {
-                name: "postgres",
-                probe: &self.db,
-                required: true,
-            },
-        ]
-    }
-
     /// The database actor, or unavailable before its first start.
     pub fn db(&self) -> Result<Addr<DbActor>, StoreError> {
         current(&self.db)

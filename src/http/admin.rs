@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use super::client;
 use super::error::{ApiError, ErrorEnvelope};
 use super::request_id::RequestId;
-use crate::state::AppState;
+use crate::state::EdgeState;
 use crate::telemetry::AUDIT;
 
 /// The configured admin token, as it is compared: its digest.
@@ -131,7 +131,7 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
         )
         .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
     };
-    let state = req.app_data::<web::Data<AppState>>();
+    let state = req.app_data::<web::Data<EdgeState>>();
     let throttle = req.app_data::<web::Data<AuthThrottle>>();
     let Some((state, throttle, expected)) =
         state.and_then(|s| Some((s, throttle?, AdminToken::new(s.admin_token.as_deref()?))))
@@ -198,7 +198,7 @@ pub struct Children {
         (status = 429, description = "Too many failed authentications from this address", body = ErrorEnvelope),
     )
 )]
-pub async fn actors(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn actors(_: Admin, state: web::Data<EdgeState>) -> Result<HttpResponse, ApiError> {
     let children = state.supervisor.send(ListChildren).await.map_err(|e| {
         ApiError::unavailable("unavailable", "the supervisor did not answer", 1)
             .with_cause(e.to_string())
@@ -230,7 +230,7 @@ pub struct LogLevel {
 )]
 pub async fn set_log_level(
     admin: Admin,
-    state: web::Data<AppState>,
+    state: web::Data<EdgeState>,
     body: web::Json<LogLevel>,
 ) -> Result<HttpResponse, ApiError> {
     crate::telemetry::validate_filter(&body.level).map_err(|expected| {

@@ -6,7 +6,7 @@ use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
 use actix_web::web;
 
-use crate::state::AppState;
+use crate::state::EdgeState;
 
 /// Middleware: once shutdown has begun (readiness is 503, `drain_delay` is running), every
 /// response closes its connection. A client that keeps a connection alive would otherwise send
@@ -19,7 +19,7 @@ pub async fn close_when_draining(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let draining = req
-        .app_data::<web::Data<AppState>>()
+        .app_data::<web::Data<EdgeState>>()
         .is_some_and(|state| state.readiness.is_shutting_down());
     let mut response = next.call(req).await?;
     if draining {

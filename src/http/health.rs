@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorEnvelope};
-use crate::state::AppState;
+use crate::state::EdgeState;
 
 /// The body of a passing probe.
 #[derive(Serialize, ToSchema)]
@@ -48,7 +48,7 @@ pub async fn live() -> HttpResponse {
         (status = 503, description = "Not ready: shutting down, a required store down, or a child degraded; the checks under `details`", body = ErrorEnvelope),
     )
 )]
-pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn ready(state: web::Data<EdgeState>) -> Result<HttpResponse, ApiError> {
     if state.readiness.is_shutting_down() {
         return Err(ApiError::unavailable(
             "shutting_down",
@@ -56,7 +56,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             5,
         ));
     }
-    let reports = state.pings.checks(&state).await;
+    let reports = state.pings.checks(&state.metrics).await;
     let down = |required: bool| -> Vec<&'static str> {
         reports
             .iter()

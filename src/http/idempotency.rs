@@ -7,17 +7,19 @@
 //! identities never hold `|`, so no key of one client can spell a key of another.
 
 use actix_web::http::header::HeaderName;
-use actix_web::HttpRequest;
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest};
 
 use super::client;
 use super::error::ApiError;
-use crate::state::AppState;
+use crate::state::EdgeState;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The request's `Idempotency-Key` in its client's scope; `None` when the header is absent.
 /// A key that is not 1-255 visible ASCII characters is a 400.
-pub fn scoped_key(req: &HttpRequest, state: &AppState) -> Result<Option<String>, ApiError> {
+pub fn scoped_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
@@ -31,6 +33,10 @@ pub fn scoped_key(req: &HttpRequest, state: &AppState) -> Result<Option<String>,
                 "Idempotency-Key is 1-255 visible ASCII characters",
             )
         })?;
-    let client = client::identity(req, &state.trusted_proxies);
+    let trusted = req
+        .app_data::<web::Data<EdgeState>>()
+        .map(|edge| Arc::clone(&edge.trusted_proxies))
+        .unwrap_or_default();
+    let client = client::identity(req, &trusted);
     Ok(Some(format!("{client}|{key}")))
 }

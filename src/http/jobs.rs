@@ -116,7 +116,7 @@ pub async fn create(
             format!("delay_ms is from 0 to {MAX_DELAY_MS}"),
         ));
     }
-    let idempotency_key = idempotency::scoped_key(&req, &state)?;
+    let idempotency_key = idempotency::scoped_key(&req)?;
     let enqueue = Enqueue {
         kind: job.kind,
         payload: job.payload,

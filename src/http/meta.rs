@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::admin::Admin;
 use super::error::ApiError;
-use crate::state::AppState;
+use crate::state::EdgeState;
 
 /// What is running.
 #[derive(Serialize, ToSchema)]
@@ -47,7 +47,7 @@ pub async fn version() -> HttpResponse {
     tag = "meta",
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4"))
 )]
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(state: web::Data<EdgeState>) -> Result<HttpResponse, ApiError> {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     encoder
@@ -61,7 +61,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 /// `GET /metrics` behind the admin token (`metrics.require_token`).
 pub async fn metrics_for_admin(
     _: Admin,
-    state: web::Data<AppState>,
+    state: web::Data<EdgeState>,
 ) -> Result<HttpResponse, ApiError> {
     metrics(state).await
 }

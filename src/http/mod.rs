@@ -33,7 +33,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::ServerSettings;
-use crate::state::{AppState, MetricsRoute};
+use crate::state::{AppState, EdgeState, MetricsRoute};
 
 /// Builds the server on an already bound `listener` (bound once at start-up, so a restart of
 /// the HTTP child reuses the port and a bind error surfaces before anything starts).
@@ -44,10 +44,13 @@ pub fn server(
     settings: &ServerSettings,
     http_timeout: Duration,
     listener: TcpListener,
+    edge: EdgeState,
     state: AppState,
 ) -> std::io::Result<Server> {
     #[cfg(feature = "bench-routes")]
     let direct = web::Data::from(std::sync::Arc::clone(&state.direct));
+    let (admin_enabled, metrics_route) = (edge.admin_token.is_some(), edge.metrics_route);
+    let edge = web::Data::new(edge);
     let data = web::Data::new(state);
     let admin_throttle = web::Data::new(admin::AuthThrottle::default());
     let limits = settings.clone();
@@ -57,6 +60,7 @@ pub fn server(
     };
     let mut server = HttpServer::new(move || {
         let app = App::new()
+            .app_data(edge.clone())
             .app_data(data.clone())
             .app_data(admin_throttle.clone())
             .app_data(
@@ -67,7 +71,7 @@ pub fn server(
             .app_data(web::PayloadConfig::new(limits.max_body_size))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            .configure(|cfg| routes(cfg, data.admin_token.is_some(), data.metrics_route));
+            .configure(|cfg| routes(cfg, admin_enabled, metrics_route));
         #[cfg(feature = "bench-routes")]
         let app = app.app_data(direct.clone()).service(
             web::resource("/bench/kv-direct/{key}").route(web::get().to(bench_routes::kv_get)),
@@ -101,8 +105,8 @@ pub fn server(
 
 /// `/metrics` alone, on the listener `metrics.listen` names: for Prometheus, kept off the port
 /// clients reach.
-pub fn metrics_server(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
-    let data = web::Data::new(state);
+pub fn metrics_server(listener: TcpListener, edge: EdgeState) -> std::io::Result<Server> {
+    let data = web::Data::new(edge);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())

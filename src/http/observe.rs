@@ -9,7 +9,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 
 use super::request_id::RequestId;
-use crate::state::AppState;
+use crate::state::EdgeState;
 
 /// Middleware: counts and times every request under its route pattern (never the raw path,
 /// which would give every id its own time series) and logs it.
@@ -20,7 +20,7 @@ pub async fn observe(
     let started = Instant::now();
     // Taken before the request goes on: HEAD is routed as GET further in.
     let method = method_label(req.method());
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let state = req.app_data::<web::Data<EdgeState>>().cloned();
     let in_flight = state
         .as_ref()
         .map(|s| s.metrics.http_requests_in_flight.clone());

@@ -15,7 +15,7 @@ use steward_actors::ratelimit::{canonical_path, Check, Decision, Policy, Reserva
 
 use super::client;
 use super::error::ApiError;
-use crate::state::AppState;
+use crate::state::EdgeState;
 
 const POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
 const STATE_HEADER: HeaderName = HeaderName::from_static("ratelimit");
@@ -25,7 +25,7 @@ pub async fn rate_limit<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(state) = req.app_data::<web::Data<EdgeState>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let method = req.method().as_str();
@@ -87,7 +87,7 @@ pub async fn rate_limit<B: MessageBody + 'static>(
 
 /// The limiter's decision; while the actor is restarting, the request passes (the limiter
 /// protects the service, it must not become the outage).
-async fn decide(state: &AppState, policy: &Arc<Policy>, identity: &str) -> Decision {
+async fn decide(state: &EdgeState, policy: &Arc<Policy>, identity: &str) -> Decision {
     let pass = Decision {
         allowed: true,
         remaining: policy.limit,

@@ -34,7 +34,7 @@ pub async fn create(
     req: HttpRequest,
     body: web::Json<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency::scoped_key(&req, &state)?.ok_or_else(|| {
+    let key = idempotency::scoped_key(&req)?.ok_or_else(|| {
         ApiError::bad_request(
             "missing_idempotency_key",
             "transfers need an Idempotency-Key header",
