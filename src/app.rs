@@ -287,16 +287,17 @@ impl Listeners {
             );
         }
         server.max_connections = budget.max_connections;
-        let main = listener::bind(&server.host, server.port, server.backlog).map_err(|source| {
-            StartError::Listen {
+        let main = listener::bind((server.host.as_str(), server.port), server.backlog).map_err(
+            |source| StartError::Listen {
                 address: format!("{}:{}", server.host, server.port),
                 source,
-            }
-        })?;
+            },
+        )?;
         let metrics = match settings.metrics.listen.as_str() {
             "" => None,
             address => {
-                let listener = TcpListener::bind(address).map_err(|source| StartError::Listen {
+                let bound = listener::bind(address, server.backlog);
+                let listener = bound.map_err(|source| StartError::Listen {
                     address: address.to_owned(),
                     source,
                 })?;

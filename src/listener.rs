@@ -9,9 +9,9 @@ use std::net::{TcpListener, ToSocketAddrs};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// A socket listening on `host:port` with `backlog` pending connections at most.
-pub fn bind(host: &str, port: u16, backlog: u32) -> io::Result<TcpListener> {
-    let addr = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+/// A socket listening on `address` with `backlog` pending connections at most.
+pub fn bind(address: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+    let addr = address.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to listen on")
     })?;
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

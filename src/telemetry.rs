@@ -62,6 +62,7 @@ impl Log for ReloadableLogger {
                 .module_path(record.module_path())
                 .file(record.file())
                 .line(record.line())
+                .key_values(record.key_values())
                 .build();
             return self.read().log(&relevelled);
         }

@@ -21,6 +21,11 @@ use crate::spec::{ChildSpec, SupervisorConfig, Tier};
 use crate::store::PoolConfig;
 use crate::stores::Stores;
 
+/// A fresh job id: 32 hex digits, what `GET /v1/jobs/{id}` accepts.
+fn new_job_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// Attempts of a scheduled job; the next interval brings a new one anyway.
 const SCHEDULED_ATTEMPTS: u32 = 3;
 /// How often delayed jobs are promoted and abandoned ones looked for.
@@ -275,7 +280,7 @@ impl JobWorker {
             self.scheduled.insert(kind, slot);
             let queue = Rc::clone(&self.queue);
             let enqueue = async move {
-                let id = format!("{:032x}", rand::random::<u128>());
+                let id = new_job_id();
                 let key = format!("schedule:{kind}:{slot}");
                 let job = NewJob {
                     id: &id,
@@ -358,7 +363,7 @@ impl Handler<Enqueue> for JobWorker {
         let queue = Rc::clone(&self.queue);
         let (metrics, queue_name) = (Arc::clone(&self.metrics), self.config.queue.clone());
         Box::pin(async move {
-            let id = format!("{:032x}", rand::random::<u128>());
+            let id = new_job_id();
             let job = NewJob {
                 id: &id,
                 kind: &msg.kind,
