@@ -6,7 +6,7 @@
 //!   bash bench/chaos                          # the defaults below
 //!   bash bench/chaos --only rollout --rounds 5
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../reference/tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

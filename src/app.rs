@@ -1,6 +1,8 @@
-//! Wiring: builds the supervisor with its children (stores, then HTTP) from the settings.
+//! Wiring: builds the supervisor with a service's children (stores, workers, its own actors,
+//! then HTTP) from the settings and the service's declarations.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,35 +13,39 @@ use bb8_postgres::PostgresConnectionManager;
 use futures::FutureExt;
 use steward_actors::cache::Cache;
 use steward_actors::db::Db;
-use steward_actors::jobs::{job_worker_child, WorkerSettings};
+use steward_actors::jobs::{job_worker_child, Registry, WorkerSettings};
 use steward_actors::lock::Locks;
 use steward_actors::managers::{
     postgres_manager, redis_manager, ManagerError, RedisConnectionManager,
 };
+use steward_actors::migrations::Migration;
 use steward_actors::ratelimit::{Limiter, Reservations};
-use steward_actors::store::{store_child, Backend, StoreActor, StoreSettings};
+use steward_actors::shutdown::task_budget;
+use steward_actors::store::{store_child, Backend, PingReport, StoreActor, StoreSettings};
 use steward_actors::stores::Stores;
 use steward_actors::{
-    ChildSpec, Exit, Metrics, Probe, Readiness, Running, Slot, Supervisor, SupervisorConfig,
-    Terminated, Tier,
+    ChildSpec, Exit, Metrics, Probe, Readiness, Running, ShutdownTask, Slot, Supervisor,
+    SupervisorConfig, Terminated, Tier,
 };
 use tokio_postgres::NoTls;
 
-use crate::config::{parse_net, ServerSettings, Settings};
-use crate::migrations::MIGRATIONS;
-use crate::state::{AppState, Dependency, EdgeState, MetricsRoute, PingCache};
+use crate::config::{parse_net, ConfigError, Loaded, Origin, ServerSettings, Settings};
+use crate::context::{Context, Parts};
+use crate::jobs::Jobs;
+use crate::service::{CheckFn, Criticality, Service};
+use crate::state::{Dependency, EdgeState, MetricsRoute, PingCache};
 use crate::telemetry::LogControl;
-use crate::{fd_budget, http, listener, memory, signals, telemetry};
+use crate::{fd_budget, http, listener, memory, openapi, signals, telemetry};
 
-/// A started steward instance.
+/// A started service.
 ///
-/// Tests start it in-process on port 0 (see `tests/common`); the binary starts it through
-/// [`serve`], which adds signal handling.
+/// Tests start it in-process on port 0 through [`Service::start`]; the binary starts it
+/// through [`Service::run`], which adds the command line and signal handling.
 pub struct Application {
     /// Where the HTTP server listens (the port chosen when the setting was 0).
     pub addr: SocketAddr,
-    /// The store actors, for code embedding the service (job handlers, tests).
-    pub stores: Stores,
+    /// What handlers get: for code embedding the service (tests, jobs started by hand).
+    pub context: Context,
     /// The supervisor: send it `Shutdown` to stop the instance in order.
     pub supervisor: Addr<Supervisor>,
     /// Whether the instance takes traffic.
@@ -69,85 +75,107 @@ pub enum StartError {
     /// The metrics could not be registered.
     #[error("cannot build the metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The service uses something it did not declare (jobs without Redis, migrations
+    /// without PostgreSQL).
+    #[error("the service cannot start as declared: {0}")]
+    Declaration(String),
+    /// The configuration does not fit what the service declared (its shutdown tasks).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl Application {
-    /// Binds the listener and starts the supervisor, which starts the stores and then HTTP.
+    /// Binds the listener and starts the supervisor, which starts the children in tier order.
     /// Must be called inside an actix `System`.
-    pub fn start(settings: &Settings, log: LogControl) -> Result<Self, StartError> {
+    pub(crate) fn start(
+        service: Service,
+        loaded: &Loaded,
+        log: LogControl,
+    ) -> Result<Self, StartError> {
+        let settings = Arc::new(loaded.settings.clone());
+        check_declarations(&service, &settings)?;
+        let backends = service.backends;
         let Listeners {
             server,
             main: listener,
             metrics: metrics_listener,
-        } = Listeners::bind(settings)?;
+        } = Listeners::bind(&settings)?;
         let addr = local_addr(&listener, &server.host)?;
         let metrics = Arc::new(Metrics::new()?);
         let readiness = Readiness::default();
-        let cache = Slot::default();
-        let db = Slot::default();
-        let store = |pool| StoreSettings {
-            pool,
-            health: settings.store_health(),
+        let stores = Stores::default();
+        let (queues, jobs) = job_queues(&service.jobs, &settings);
+        let context = Context::new(Parts {
+            name: service.name,
+            settings: Arc::clone(&settings),
+            sections: loaded.sections.clone(),
+            backends,
+            stores: stores.clone(),
+            jobs,
+            actors: service.actors,
             metrics: Arc::clone(&metrics),
-        };
-        let cache_config = settings.cache_config();
-        let cache_metrics = Arc::clone(&metrics);
-        let cache_child = redis_store_child(
-            settings,
-            store(settings.redis.pool),
-            "redis",
-            cache.clone(),
-            move |prefix| Cache::new(prefix, cache_config.clone(), &cache_metrics),
-        )?;
-        let locks = Slot::default();
-        let limiter = Slot::default();
-        let lock_timeout = settings.locks.timeout;
-        let locks_child = redis_store_child(
-            settings,
-            store(settings.redis.pool),
-            "locks",
-            locks.clone(),
-            move |prefix| Locks::new(prefix, lock_timeout),
-        )?;
-        let limit_timeout = settings.ratelimit.timeout;
+            readiness: readiness.clone(),
+        });
+
+        let mut children = Vec::new();
+        let mut dependencies = Vec::new();
         let reservations = Reservations::default();
-        let actor_reservations = reservations.clone();
-        let limiter_child = redis_store_child(
-            settings,
-            store(settings.redis.pool),
-            "ratelimit",
-            limiter.clone(),
-            move |prefix| Limiter::new(prefix, limit_timeout, actor_reservations.clone()),
-        )?;
-        let db_config = settings.db_config();
-        let db_child = store_child(
-            "postgres",
-            postgres_manager_for(settings)?,
-            store(settings.postgres.pool),
-            move || Db::new(db_config, MIGRATIONS),
-            db.clone(),
-            &settings.supervisor,
-        );
-        #[cfg(feature = "bench-routes")]
-        let direct = crate::http::bench_routes::Direct::new(settings)?;
-        let (supervisor, terminated) = Supervisor::new(
-            settings.supervisor,
-            settings.shutdown_plan(),
-            readiness.clone(),
-            Arc::clone(&metrics),
-        );
-        let stores = Stores {
-            cache: cache.clone(),
-            db: db.clone(),
-            locks: locks.clone(),
-            limiter: limiter.clone(),
-        };
-        let jobs = Slot::default();
-        let registry = crate::jobs::registry(settings.workers.statement_ttl, &settings.idempotency);
-        let kinds: Arc<[&'static str]> = registry.kinds().into();
-        let worker_child = job_worker_child(
-            WorkerSettings {
-                config: settings.worker_config(),
+        if backends.redis {
+            let store = || store_settings(&settings, settings.redis.pool, &metrics);
+            let cache_config = settings.cache_config();
+            let cache_metrics = Arc::clone(&metrics);
+            children.push(redis_store_child(
+                &settings,
+                store(),
+                "redis",
+                stores.cache.clone(),
+                move |prefix| Cache::new(prefix, cache_config.clone(), &cache_metrics),
+            )?);
+            let lock_timeout = settings.locks.timeout;
+            children.push(redis_store_child(
+                &settings,
+                store(),
+                "locks",
+                stores.locks.clone(),
+                move |prefix| Locks::new(prefix, lock_timeout),
+            )?);
+            let limit_timeout = settings.ratelimit.timeout;
+            let actor_reservations = reservations.clone();
+            children.push(redis_store_child(
+                &settings,
+                store(),
+                "ratelimit",
+                stores.limiter.clone(),
+                move |prefix| Limiter::new(prefix, limit_timeout, actor_reservations.clone()),
+            )?);
+            let required = settings.health.require_redis;
+            dependencies.push(Dependency::new("redis", stores.cache.clone(), required));
+            dependencies.push(Dependency::new("locks", stores.locks.clone(), required));
+            dependencies.push(Dependency::new(
+                "ratelimit",
+                stores.limiter.clone(),
+                required,
+            ));
+        }
+        if backends.postgres {
+            children.push(postgres_child(
+                &settings,
+                &metrics,
+                &stores,
+                service.migrations,
+            )?);
+            dependencies.push(Dependency::new("postgres", stores.db.clone(), true));
+        }
+        for (queue, (slot, registers)) in queues {
+            let registry = registers
+                .iter()
+                .fold(Registry::default(), |registry, register| {
+                    register(registry, &context)
+                });
+            let mut config = settings.worker_config();
+            config.queue = queue;
+            let worker = WorkerSettings {
+                config,
                 prefix: settings.redis.key_prefix.clone(),
                 manager: redis_manager(&settings.redis.url)?,
                 pool: settings.redis.pool,
@@ -155,31 +183,55 @@ impl Application {
                 stores: stores.clone(),
                 metrics: Arc::clone(&metrics),
                 consumer: consumer_name(),
-            },
-            jobs.clone(),
-            &settings.supervisor,
-        );
-        let supervisor = Supervisor::create(|ctx| {
-            let redis = |name, probe: Box<dyn Probe + Send + Sync>| Dependency {
-                name,
-                probe,
-                required: settings.health.require_redis,
             };
-            let dependencies = vec![
-                redis("redis", Box::new(cache.clone())),
-                redis("locks", Box::new(locks.clone())),
-                redis("ratelimit", Box::new(limiter.clone())),
-                Dependency {
-                    name: "postgres",
-                    probe: Box::new(db.clone()),
-                    required: true,
-                },
-            ];
+            children.push(job_worker_child(worker, slot, &settings.supervisor));
+        }
+        for make in service.children {
+            children.push(make(&context, &settings.supervisor));
+        }
+        for check in service.checks {
+            let probe = CheckProbe {
+                ctx: context.clone(),
+                check: check.check,
+            };
+            let required = check.criticality == Criticality::Critical;
+            dependencies.push(Dependency::new(check.name, probe, required));
+        }
+        let tasks: Vec<ShutdownTask> = service
+            .tasks
+            .into_iter()
+            .map(|task| {
+                let ctx = context.clone();
+                let run = task.run;
+                ShutdownTask::new(task.phase, task.name, task.timeout, move || run(ctx))
+            })
+            .collect();
+        check_shutdown_budget(&settings, &tasks, loaded)?;
+        let document: Arc<str> = openapi::document(
+            service.name,
+            service.version,
+            service.about,
+            service.openapi,
+            &service.errors,
+        )
+        .into();
+        let routes = service.routes;
+
+        let (supervisor, terminated) = Supervisor::new(
+            settings.supervisor,
+            settings.shutdown_plan(),
+            readiness.clone(),
+            Arc::clone(&metrics),
+        );
+        let supervisor = tasks.into_iter().fold(supervisor, Supervisor::task);
+        let supervisor = Supervisor::create(|ctx| {
             let edge = EdgeState {
+                service: service.name,
+                version: service.version,
                 readiness: readiness.clone(),
                 metrics: Arc::clone(&metrics),
                 supervisor: ctx.address(),
-                limiter,
+                limiter: stores.limiter.clone(),
                 reservations,
                 policies: settings
                     .ratelimit
@@ -206,24 +258,9 @@ impl Application {
                     settings.health.timeout,
                     dependencies,
                 ),
+                openapi: document,
             };
-            let state = AppState {
-                cache,
-                db,
-                locks,
-                jobs,
-                job_kinds: kinds,
-                default_max_attempts: settings.workers.max_attempts,
-                api: settings.cache.clone(),
-                #[cfg(feature = "bench-routes")]
-                direct: Arc::new(direct),
-            };
-            let supervisor = supervisor
-                .child(cache_child)
-                .child(locks_child)
-                .child(limiter_child)
-                .child(db_child)
-                .child(worker_child);
+            let supervisor = children.into_iter().fold(supervisor, Supervisor::child);
             let supervisor = match metrics_listener {
                 Some(listener) => {
                     let edge = edge.clone();
@@ -237,11 +274,14 @@ impl Application {
                 None => supervisor,
             };
             let http_timeout = settings.shutdown.http_timeout;
+            let app = context.clone();
             supervisor.child(http_child(
                 "http",
                 listener,
                 move |socket| {
-                    http::server(&server, http_timeout, socket, edge.clone(), state.clone())
+                    let routes = routes.clone();
+                    let (edge, app) = (edge.clone(), app.clone());
+                    http::server(&server, http_timeout, socket, edge, app, routes)
                 },
                 &settings.supervisor,
             ))
@@ -249,7 +289,7 @@ impl Application {
         log::info!(target: "steward", "listening addr={addr}");
         Ok(Self {
             addr,
-            stores,
+            context,
             supervisor,
             readiness,
             metrics,
@@ -260,6 +300,145 @@ impl Application {
     /// Resolves with the exit code once a shutdown sequence has finished.
     pub async fn stopped(self) -> i32 {
         self.terminated.await
+    }
+}
+
+/// What the service uses must be what it declared.
+fn check_declarations(service: &Service, settings: &Settings) -> Result<(), StartError> {
+    let backends = service.backends;
+    if !service.jobs.is_empty() && !backends.redis {
+        return Err(StartError::Declaration(
+            "job kinds need Redis: add Backends::REDIS to Service::backends".into(),
+        ));
+    }
+    if !service.migrations.is_empty() && !backends.postgres {
+        return Err(StartError::Declaration(
+            "migrations need PostgreSQL: add Backends::POSTGRES to Service::backends".into(),
+        ));
+    }
+    let mut kinds = std::collections::HashSet::new();
+    for job in &service.jobs {
+        if !kinds.insert(job.kind) {
+            return Err(StartError::Declaration(format!(
+                "job kind {} is declared twice",
+                job.kind
+            )));
+        }
+        if job.queue.as_deref() == Some(settings.workers.queue.as_str()) {
+            return Err(StartError::Declaration(format!(
+                "job kind {} names the default queue {} as a queue of its own",
+                job.kind, settings.workers.queue
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The phases plus the longest task of each must fit in `shutdown.timeout`.
+fn check_shutdown_budget(
+    settings: &Settings,
+    tasks: &[ShutdownTask],
+    loaded: &Loaded,
+) -> Result<(), StartError> {
+    let s = &settings.shutdown;
+    let tasks_take = task_budget(tasks);
+    let needed = s.drain_delay + s.http_timeout + s.workers_timeout + s.stores_timeout + tasks_take;
+    if tasks_take.is_zero() || needed < s.timeout {
+        return Ok(());
+    }
+    Err(StartError::Config(ConfigError {
+        key: "shutdown.timeout".into(),
+        value: Some(humantime::format_duration(s.timeout).to_string()),
+        origin: loaded
+            .origin("shutdown.timeout")
+            .cloned()
+            .unwrap_or(Origin::Builtin("steward")),
+        expected: format!(
+            "more than drain_delay + the three phase timeouts + the service's shutdown tasks ({} ms in all)",
+            needed.as_millis()
+        ),
+    }))
+}
+
+/// The service's queues (the default one first), each with its worker's slot and the kinds
+/// it runs, and the [`Jobs`] handle over them.
+fn job_queues<'a>(
+    declared: &'a [crate::jobs::Declared],
+    settings: &Settings,
+) -> (Queues<'a>, Jobs) {
+    let mut queues: Queues<'a> = Vec::new();
+    let mut kinds = HashMap::new();
+    for job in declared {
+        let name = job
+            .queue
+            .clone()
+            .unwrap_or_else(|| settings.workers.queue.clone());
+        let index = match queues.iter().position(|(queue, _)| *queue == name) {
+            Some(index) => index,
+            None => {
+                queues.push((name, (Slot::default(), Vec::new())));
+                queues.len() - 1
+            }
+        };
+        queues[index].1 .1.push(&job.register);
+        kinds.insert(job.kind, index);
+    }
+    // The default queue first: `Jobs::worker(None)` is it.
+    if let Some(default) = queues
+        .iter()
+        .position(|(q, _)| *q == settings.workers.queue)
+    {
+        queues.swap(0, default);
+        for index in kinds.values_mut() {
+            *index = match *index {
+                i if i == default => 0,
+                0 => default,
+                i => i,
+            };
+        }
+    }
+    let slots = queues
+        .iter()
+        .map(|(name, (slot, _))| (name.clone(), slot.clone()))
+        .collect();
+    let jobs = Jobs::new(slots, kinds, settings.workers.max_attempts);
+    (queues, jobs)
+}
+
+/// Each queue's name, its worker's slot and how to register the kinds it runs.
+type Queues<'a> = Vec<(
+    String,
+    (
+        Slot<steward_actors::jobs::JobWorker>,
+        Vec<&'a crate::jobs::Register>,
+    ),
+)>;
+
+/// A service's readiness check as the ping cache runs it.
+struct CheckProbe {
+    ctx: Context,
+    check: CheckFn,
+}
+
+impl Probe for CheckProbe {
+    fn ping(
+        &self,
+        timeout: std::time::Duration,
+    ) -> futures::future::LocalBoxFuture<'static, PingReport> {
+        let run = (self.check)(self.ctx.clone());
+        async move {
+            let started = std::time::Instant::now();
+            let outcome = match actix_rt::time::timeout(timeout, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            };
+            PingReport {
+                ok: outcome.is_ok(),
+                latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+                error: outcome.err(),
+            }
+        }
+        .boxed_local()
     }
 }
 
@@ -322,6 +501,19 @@ fn local_addr(listener: &TcpListener, address: &str) -> Result<SocketAddr, Start
     })
 }
 
+/// How a store actor checks its store and reports, with the pool `pool`.
+fn store_settings(
+    settings: &Settings,
+    pool: steward_actors::PoolConfig,
+    metrics: &Arc<Metrics>,
+) -> StoreSettings {
+    StoreSettings {
+        pool,
+        health: settings.store_health(),
+        metrics: Arc::clone(metrics),
+    }
+}
+
 /// A store actor on Redis, as a child of the stores tier: a pool of its own from `[redis]` and
 /// its backend built with the key prefix. The cache, lock and rate-limit actors differ only in
 /// their name and backend.
@@ -343,6 +535,24 @@ fn redis_store_child<B: Backend<Manager = RedisConnectionManager>>(
     ))
 }
 
+/// The database actor, applying `migrations` when it starts.
+fn postgres_child(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    stores: &Stores,
+    migrations: &'static [Migration],
+) -> Result<ChildSpec, StartError> {
+    let db_config = settings.db_config();
+    Ok(store_child(
+        "postgres",
+        postgres_manager_for(settings)?,
+        store_settings(settings, settings.postgres.pool, metrics),
+        move || Db::new(db_config, migrations),
+        stores.db.clone(),
+        &settings.supervisor,
+    ))
+}
+
 /// The PostgreSQL manager the settings describe.
 pub fn postgres_manager_for(
     settings: &Settings,
@@ -356,8 +566,8 @@ pub fn postgres_manager_for(
     )
 }
 
-/// `steward migrate`: applies the migrations and exits, without starting the service.
-pub fn migrate(settings: &Settings) -> i32 {
+/// `migrate`: applies the service's migrations and exits, without starting the service.
+pub(crate) fn migrate(settings: &Settings, migrations: &[Migration]) -> i32 {
     telemetry::init(&settings.log.level, settings.log.format);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -373,7 +583,7 @@ pub fn migrate(settings: &Settings) -> i32 {
         use bb8::ManageConnection;
         let manager = postgres_manager_for(settings).map_err(|e| e.to_string())?;
         let mut client = manager.connect().await.map_err(|e| e.to_string())?;
-        steward_actors::migrations::migrate(&mut client, MIGRATIONS)
+        steward_actors::migrations::migrate(&mut client, migrations)
             .await
             .map_err(|e| e.to_string())
     });
@@ -446,19 +656,26 @@ fn http_child(
     })
 }
 
-/// Runs the service until it has shut down; returns the process exit code.
-pub fn serve(settings: Settings) -> i32 {
+/// Runs `service` until it has shut down; returns the process exit code.
+pub(crate) fn serve(service: Service, loaded: Loaded) -> i32 {
+    let settings = &loaded.settings;
     let log = telemetry::init(&settings.log.level, settings.log.format);
     log::info!(
         target: "steward",
-        "starting steward {} ({})",
+        "starting {} {} (steward {}, {})",
+        service.name,
+        service.version,
         env!("CARGO_PKG_VERSION"),
         env!("STEWARD_GIT_COMMIT")
     );
     memory::trim_periodically(settings.server.memory_trim_interval);
     let code = actix_rt::System::new().block_on(async move {
-        let app = match Application::start(&settings, log) {
+        let app = match service.start(&loaded, log) {
             Ok(app) => app,
+            Err(StartError::Config(error)) => {
+                eprintln!("{error}");
+                return crate::cli::EXIT_CONFIG;
+            }
             Err(error) => {
                 log::error!(target: "steward", "start-up failed: {error}");
                 return 1;

@@ -1,23 +1,20 @@
-//! Command line: `steward [--config FILE] [serve | check-config | healthcheck]`.
+//! The command line every steward service has:
+//! `<binary> [--config FILE] [serve | check-config | healthcheck | migrate]`.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{self, Sources};
+use crate::config::Sources;
+use crate::service::Service;
 use crate::{app, healthcheck};
 
 /// Exit code for an unusable configuration (EX_USAGE's neighbour, as documented).
 pub const EXIT_CONFIG: i32 = 2;
 
 #[derive(Parser)]
-#[command(
-    name = "steward",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STEWARD_GIT_COMMIT"), ")"),
-    about = "Actor-based reference REST service on Redis and PostgreSQL"
-)]
 struct Cli {
-    /// A TOML file layered over config/default.toml and config/<STEWARD_ENV>.toml.
+    /// A TOML file layered over the built-in defaults and config/<STEWARD_ENV>.toml.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -38,9 +35,25 @@ enum Command {
 
 /// Parses the command line, loads the configuration and runs the command; returns the
 /// process exit code.
-pub fn run() -> i32 {
-    let cli = Cli::parse();
-    let loaded = match config::load(&Sources::from_process(cli.config)) {
+pub(crate) fn run(service: Service) -> i32 {
+    let version: &'static str = Box::leak(
+        format!(
+            "{} (steward {}, {})",
+            service.version,
+            env!("CARGO_PKG_VERSION"),
+            env!("STEWARD_GIT_COMMIT")
+        )
+        .into_boxed_str(),
+    );
+    let command = Cli::command()
+        .name(service.name)
+        .version(version)
+        .about(service.about);
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let loaded = match service.load_config(&Sources::from_process(cli.config)) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("{error}");
@@ -48,12 +61,16 @@ pub fn run() -> i32 {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => app::serve(loaded.settings),
+        Command::Serve => app::serve(service, loaded),
         Command::CheckConfig => {
             print!("{}", loaded.redacted_toml());
             0
         }
-        Command::Migrate => app::migrate(&loaded.settings),
+        Command::Migrate if !service.backends.postgres => {
+            eprintln!("{} uses no database: nothing to migrate", service.name);
+            0
+        }
+        Command::Migrate => app::migrate(&loaded.settings, service.migrations),
         Command::Healthcheck => match healthcheck::check(&loaded.settings.server) {
             Ok(()) => 0,
             Err(error) => {

@@ -1,338 +1,246 @@
-//! The reference service's job kinds, registered with the worker tier.
+//! Background jobs as a service declares them: a [`Job`] type per kind, with a typed payload,
+//! run by the worker of its queue and enqueued through [`Jobs`].
+//!
+//! The queue itself (Redis Streams, retries, dead letters, reclaiming, the drain) lives in
+//! `steward_actors::jobs`; this module is the typed seam over it. A handler gets the
+//! service's [`Context`], so a job reaches the same stores, config and actors as a route.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Addr;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
-use serde::Deserialize;
-use serde_json::json;
-use steward_actors::cache::Set;
-use steward_actors::db::{Param, Query};
-use steward_actors::jobs::{JobContext, JobError, JobHandler, Registry};
-use steward_actors::lock::{Acquire, Acquired, Holder, LockName, Release};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use steward_actors::jobs::{JobContext, JobHandler, JobWorker, Registry};
 use steward_actors::{Slot, StoreError};
 
-use crate::config::IdempotencySettings;
+use crate::context::Context;
 
-/// The handlers this service runs, and its scheduled jobs.
-pub fn registry(statement_ttl: Duration, idempotency: &IdempotencySettings) -> Registry {
-    let prune = PruneIdempotencyKeys {
-        retention: idempotency.retention,
-    };
-    let registry = Registry::default()
-        .with(Reconcile)
-        .with(Statement { ttl: statement_ttl })
-        .every(idempotency.prune_interval, prune);
-    #[cfg(feature = "test-hooks")]
-    let registry = test_kinds::register(registry);
-    #[cfg(feature = "bench-routes")]
-    let registry = registry.with(Noop);
-    registry
+pub use steward_actors::jobs::{Enqueue, Enqueued, JobError, JobStatus};
+
+/// One kind of background job.
+///
+/// A job runs at least once: a worker can die after the work and before the acknowledgement,
+/// and another worker then runs it again. Make [`Job::run`] idempotent by [`JobRun::id`].
+///
+/// ```
+/// use steward::jobs::{Job, JobError, JobRun};
+/// use steward::Context;
+///
+/// /// `greet`: logs a greeting.
+/// struct Greet;
+///
+/// impl Job for Greet {
+///     const KIND: &'static str = "greet";
+///     type Payload = String;
+///
+///     async fn run(_ctx: Context, job: JobRun<String>) -> Result<serde_json::Value, JobError> {
+///         log::info!("hello, {}", job.payload);
+///         Ok(serde_json::json!({"greeted": job.payload}))
+///     }
+/// }
+/// ```
+pub trait Job: 'static {
+    /// The kind, as clients and [`Jobs::enqueue`] name it; unique within the service.
+    const KIND: &'static str;
+    /// What the job is given. A payload that does not deserialize fails the job for good
+    /// (straight to the dead letters): running it again cannot help.
+    type Payload: Serialize + DeserializeOwned + 'static;
+
+    /// Runs one attempt; the value becomes the job's `result`.
+    fn run(
+        ctx: Context,
+        job: JobRun<Self::Payload>,
+    ) -> impl Future<Output = Result<serde_json::Value, JobError>> + 'static;
 }
 
-/// `bench.noop`: does nothing, for bench/run's job throughput.
-#[cfg(feature = "bench-routes")]
-struct Noop;
+/// One attempt of a job, as its handler gets it.
+#[derive(Debug, Clone)]
+pub struct JobRun<P> {
+    /// The job's id: make the work idempotent by it.
+    pub id: String,
+    /// 1 on the first attempt.
+    pub attempt: u32,
+    /// The payload as enqueued.
+    pub payload: P,
+}
 
-#[cfg(feature = "bench-routes")]
-impl JobHandler for Noop {
+/// A [`Job`] as the worker runs it: the payload deserialized, the context handed in.
+pub(crate) struct Typed<J> {
+    ctx: Context,
+    kind: PhantomData<fn() -> J>,
+}
+
+impl<J: Job> Typed<J> {
+    pub(crate) fn new(ctx: Context) -> Self {
+        Self {
+            ctx,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<J: Job> JobHandler for Typed<J> {
     fn kind(&self) -> &'static str {
-        "bench.noop"
+        J::KIND
     }
 
-    fn run(&self, _: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
-        futures::future::ready(Ok(serde_json::Value::Null)).boxed_local()
+    fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
+        let payload = match serde_json::from_value::<J::Payload>(job.payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                let why = format!("bad payload for {}: {error}", J::KIND);
+                return futures::future::ready(Err(JobError::Permanent(why))).boxed_local();
+            }
+        };
+        let run = JobRun {
+            id: job.id,
+            attempt: job.attempt,
+            payload,
+        };
+        J::run(self.ctx.clone(), run).boxed_local()
     }
 }
 
-/// A store failure is worth another attempt.
-fn retryable(error: StoreError) -> JobError {
-    JobError::Retryable(error.to_string())
+/// How often a scheduled kind runs, read from the context (its config) at start-up.
+pub(crate) type Interval = Box<dyn Fn(&Context) -> Duration>;
+
+/// How a declared job kind is added to its queue's registry once the context exists.
+pub(crate) type Register = Box<dyn Fn(Registry, &Context) -> Registry>;
+
+/// A job kind as the service declared it.
+pub(crate) struct Declared {
+    /// Its queue; `None` is the default queue (`workers.queue`).
+    pub queue: Option<String>,
+    pub kind: &'static str,
+    pub register: Register,
 }
 
-fn current<A: actix::Actor>(slot: &Slot<A>) -> Result<actix::Addr<A>, JobError> {
+impl Declared {
+    /// `J` on `queue`, run on demand, or every `interval` when one is given.
+    pub fn new<J: Job>(
+        queue: Option<String>,
+        interval: Option<Interval>,
+    ) -> Self {
+        let register: Register = match interval {
+            None => Box::new(|registry, ctx| registry.with(Typed::<J>::new(ctx.clone()))),
+            Some(interval) => Box::new(move |registry, ctx| {
+                registry.every(interval(ctx), Typed::<J>::new(ctx.clone()))
+            }),
+        };
+        Self {
+            queue,
+            kind: J::KIND,
+            register,
+        }
+    }
+}
+
+/// The service's job queues: enqueue by kind, follow a job, reach a queue's worker.
+///
+/// Cheap to clone; part of [`Context`]. Every kind belongs to one queue (the default one,
+/// `workers.queue`, unless declared with `Service::job_on`), and an enqueue goes to the
+/// queue of its kind.
+#[derive(Clone, Default)]
+pub struct Jobs {
+    inner: Arc<JobsInner>,
+}
+
+#[derive(Default)]
+struct JobsInner {
+    /// Each queue's name and worker; the default queue first.
+    queues: Vec<(String, Slot<JobWorker>)>,
+    /// Each kind's queue, as an index into `queues`.
+    kinds: HashMap<&'static str, usize>,
+    /// Attempts of a job that asks for none (`workers.max_attempts`).
+    default_attempts: u32,
+}
+
+impl Jobs {
+    /// `queues` (the default first) and the index of each kind's queue in it.
+    pub(crate) fn new(
+        queues: Vec<(String, Slot<JobWorker>)>,
+        kinds: HashMap<&'static str, usize>,
+        default_attempts: u32,
+    ) -> Self {
+        Self {
+            inner: Arc::new(JobsInner {
+                queues,
+                kinds,
+                default_attempts,
+            }),
+        }
+    }
+
+    /// Every declared kind, sorted.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut kinds: Vec<_> = self.inner.kinds.keys().copied().collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
+    /// Whether `kind` was declared.
+    pub fn knows(&self, kind: &str) -> bool {
+        self.inner.kinds.contains_key(kind)
+    }
+
+    /// Attempts of a job that asks for none (`workers.max_attempts`).
+    pub fn default_attempts(&self) -> u32 {
+        self.inner.default_attempts
+    }
+
+    /// Queues `payload` as a job of kind `J`, to run as soon as a worker is free, with the
+    /// default number of attempts.
+    pub async fn enqueue<J: Job>(&self, payload: J::Payload) -> Result<Enqueued, StoreError> {
+        let payload = serde_json::to_value(payload)
+            .map_err(|e| StoreError::Invalid(format!("the payload is not JSON: {e}")))?;
+        self.submit(Enqueue {
+            kind: J::KIND.to_owned(),
+            payload,
+            max_attempts: self.inner.default_attempts,
+            delay: Duration::ZERO,
+            idempotency_key: None,
+        })
+        .await
+    }
+
+    /// Queues a job described in full (delay, attempts, idempotency key) on its kind's queue.
+    /// An undeclared kind is [`StoreError::Invalid`].
+    pub async fn submit(&self, job: Enqueue) -> Result<Enqueued, StoreError> {
+        let Some(index) = self.inner.kinds.get(job.kind.as_str()) else {
+            return Err(StoreError::Invalid(format!(
+                "unknown job kind {}",
+                job.kind
+            )));
+        };
+        let worker = current(&self.inner.queues[*index].1)?;
+        worker.send(job).await?
+    }
+
+    /// The worker of `queue` (`None`: the default queue), to follow jobs or handle dead
+    /// letters; unavailable before its first start, or when no such queue was declared.
+    pub fn worker(&self, queue: Option<&str>) -> Result<Addr<JobWorker>, StoreError> {
+        let slot = match queue {
+            None => self.inner.queues.first(),
+            Some(name) => self.inner.queues.iter().find(|(q, _)| q == name),
+        };
+        match slot {
+            Some((_, slot)) => current(slot),
+            None => Err(StoreError::Unavailable(format!(
+                "no job queue {}",
+                queue.unwrap_or("(default)")
+            ))),
+        }
+    }
+}
+
+/// The address in `slot`, or unavailable before its first start.
+pub(crate) fn current<A: actix::Actor>(slot: &Slot<A>) -> Result<Addr<A>, StoreError> {
     slot.get()
-        .ok_or_else(|| JobError::Retryable("a store is starting".into()))
-}
-
-/// `ledger.reconcile`: under the cluster-wide lock `ledger.reconcile`, checks that the sum of
-/// balances equals the sum of initial balances, and records the outcome as the job's result.
-struct Reconcile;
-
-impl JobHandler for Reconcile {
-    fn kind(&self) -> &'static str {
-        "ledger.reconcile"
-    }
-
-    fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
-        async move {
-            let locks = current(&job.stores.locks)?;
-            let acquire = Acquire {
-                name: LockName::service("ledger.reconcile"),
-                ttl: Duration::from_secs(30),
-                wait: Duration::ZERO,
-                holder: Holder::Process {
-                    keep_alive: Some(Duration::from_secs(300)),
-                },
-            };
-            let lease = match locks.send(acquire).await.map_err(|e| retryable(e.into()))?.map_err(retryable)? {
-                Acquired::Granted(lease) => lease,
-                Acquired::Held { .. } => return Err(JobError::Retryable("another reconcile is running".into())),
-            };
-            // Summed as numeric: two balances near i64::MAX already overflow a bigint sum,
-            // which would let two requests disable this check for good.
-            let sums = Query {
-                name: "ledger_sums",
-                sql: "SELECT coalesce(sum(balance), 0)::numeric::text, coalesce(sum(initial_balance), 0)::numeric::text, count(*) FROM accounts",
-                params: Vec::new(),
-            };
-            let outcome = match current(&job.stores.db) {
-                Ok(db) => db.send(sums).await.map_err(|e| retryable(e.into())).and_then(|r| r.map_err(retryable)),
-                Err(error) => Err(error),
-            };
-            let release = Release {
-                name: lease.name.clone(),
-                token: lease.token.clone(),
-            };
-            match locks.send(release).await {
-                Ok(Ok(true)) => {}
-                // The lease stays tracked (and renewed) by the lock actor until it is released
-                // at shutdown or its keep-alive cap runs out; the next reconcile waits for it.
-                Ok(Ok(false)) => log::warn!(target: "steward::jobs", "reconcile: lock {} was no longer held at release", lease.name),
-                Ok(Err(error)) => log::warn!(target: "steward::jobs", "reconcile: could not release lock {}: {error}", lease.name),
-                Err(error) => log::warn!(target: "steward::jobs", "reconcile: could not release lock {}: {error}", lease.name),
-            }
-            let rows = outcome?;
-            let row = rows.first().ok_or_else(|| JobError::Retryable("no sums".into()))?;
-            let (balances, initial, accounts): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
-            let holds = balances == initial;
-            if !holds {
-                log::error!(target: "steward::jobs", "ledger invariant broken: balances {balances} != initial {initial}");
-            }
-            // The sums are decimal strings: they can exceed what a JSON number holds exactly.
-            Ok(json!({
-                "holds": holds,
-                "sum_balances": balances,
-                "sum_initial_balances": initial,
-                "accounts": accounts,
-                "fencing_token": lease.fencing_token,
-            }))
-        }
-        .boxed_local()
-    }
-}
-
-/// `ledger.prune_idempotency_keys` (scheduled every `idempotency.prune_interval`): deletes the
-/// idempotency keys of transfers older than `idempotency.retention`, in batches, so the table
-/// holds about one retention period of keys whatever clients send.
-struct PruneIdempotencyKeys {
-    retention: Duration,
-}
-
-/// Keys deleted by one statement: short enough not to hold locks for long.
-const PRUNE_BATCH: i64 = 5_000;
-/// Batches of one run; what is left waits for the next run.
-const PRUNE_BATCHES: usize = 200;
-
-impl JobHandler for PruneIdempotencyKeys {
-    fn kind(&self) -> &'static str {
-        "ledger.prune_idempotency_keys"
-    }
-
-    fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
-        let retention = self.retention.as_secs() as i64;
-        async move {
-            let db = current(&job.stores.db)?;
-            let mut deleted = 0i64;
-            for _ in 0..PRUNE_BATCHES {
-                let prune = Query {
-                    name: "idempotency_prune",
-                    sql: "WITH gone AS (
-                            DELETE FROM idempotency_keys WHERE ctid IN (
-                              SELECT ctid FROM idempotency_keys
-                              WHERE created_at < now() - make_interval(secs => $1::bigint)
-                              LIMIT $2::bigint)
-                            RETURNING 1)
-                          SELECT count(*) FROM gone",
-                    params: vec![Box::new(retention), Box::new(PRUNE_BATCH)],
-                };
-                let rows = db.send(prune).await.map_err(|e| retryable(e.into()))?.map_err(retryable)?;
-                let batch: i64 = rows.first().map_or(0, |row| row.get(0));
-                deleted += batch;
-                if batch < PRUNE_BATCH {
-                    break;
-                }
-            }
-            if deleted > 0 {
-                log::info!(target: "steward::jobs", "pruned {deleted} idempotency keys older than {retention}s");
-            }
-            Ok(json!({"deleted": deleted}))
-        }
-        .boxed_local()
-    }
-}
-
-/// `ledger.statement`: an account's transfers in a period, totalled, kept in the cache.
-struct Statement {
-    ttl: Duration,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatementRequest {
-    account_id: i64,
-    /// RFC 3339; the period is [from, to).
-    from: String,
-    to: String,
-}
-
-impl JobHandler for Statement {
-    fn kind(&self) -> &'static str {
-        "ledger.statement"
-    }
-
-    fn run(&self, job: JobContext) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
-        let ttl = self.ttl;
-        async move {
-            let request: StatementRequest = serde_json::from_value(job.payload)
-                .map_err(|e| JobError::Permanent(format!("bad payload: {e}")))?;
-            for bound in [&request.from, &request.to] {
-                humantime::parse_rfc3339_weak(bound)
-                    .map_err(|e| JobError::Permanent(format!("bad timestamp {bound:?}: {e}")))?;
-            }
-            let params: Vec<Param> = vec![
-                Box::new(request.account_id),
-                Box::new(request.from.clone()),
-                Box::new(request.to.clone()),
-            ];
-            let totals = Query {
-                name: "account_statement",
-                sql: "SELECT count(*),
-                        coalesce(sum(amount) FILTER (WHERE to_account = $1), 0)::bigint,
-                        coalesce(sum(amount) FILTER (WHERE from_account = $1), 0)::bigint
-                      FROM transfers
-                      WHERE (from_account = $1 OR to_account = $1)
-                        AND created_at >= $2::text::timestamptz AND created_at < $3::text::timestamptz",
-                params,
-            };
-            let db = current(&job.stores.db)?;
-            let rows = db.send(totals).await.map_err(|e| retryable(e.into()))?.map_err(retryable)?;
-            let row = rows.first().ok_or_else(|| JobError::Retryable("no totals".into()))?;
-            let (count, credits, debits): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-            let statement = json!({
-                "account_id": request.account_id,
-                "from": request.from,
-                "to": request.to,
-                "transfers": count,
-                "credits": credits,
-                "debits": debits,
-                "net": credits - debits,
-            });
-            let key = format!("statement:{}:{}:{}", request.account_id, request.from, request.to);
-            let cache = current(&job.stores.cache)?;
-            let set = Set {
-                key,
-                value: statement.to_string().into_bytes(),
-                ttl,
-            };
-            cache.send(set).await.map_err(|e| retryable(e.into()))?.map_err(retryable)?;
-            Ok(statement)
-        }
-        .boxed_local()
-    }
-}
-
-/// Job kinds for the test suite: they record their side effect in Redis by job id, so tests
-/// can check that every job ran to completion exactly once.
-#[cfg(feature = "test-hooks")]
-mod test_kinds {
-    use super::*;
-    use steward_actors::cache::{Get, Set};
-
-    pub fn register(registry: Registry) -> Registry {
-        registry.with(Record)
-    }
-
-    /// Sends a cache message again while the cache fails, up to 20 times 50 ms apart.
-    async fn persist<T, F, Fut>(mut send: F) -> Result<T, JobError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<Result<T, StoreError>, actix::MailboxError>>,
-    {
-        let mut tries = 0;
-        loop {
-            match send().await.map_err(StoreError::from).and_then(|r| r) {
-                Ok(value) => return Ok(value),
-                Err(error) if tries >= 20 => return Err(retryable(error)),
-                Err(_) => {
-                    tries += 1;
-                    actix_rt::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    /// `test.record {"sleep_ms"?, "fail_times"?, "permanent"?}`: sleeps, fails (retryably, or
-    /// permanently) its first `fail_times` attempts, then counts one completion under
-    /// `test:done:<id>` in the cache.
-    struct Record;
-
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct Plan {
-        sleep_ms: u64,
-        fail_times: u32,
-        permanent: bool,
-    }
-
-    impl JobHandler for Record {
-        fn kind(&self) -> &'static str {
-            "test.record"
-        }
-
-        fn run(
-            &self,
-            job: JobContext,
-        ) -> LocalBoxFuture<'static, Result<serde_json::Value, JobError>> {
-            async move {
-                let plan: Plan = match job.payload {
-                    serde_json::Value::Null => Plan::default(),
-                    payload => serde_json::from_value(payload)
-                        .map_err(|e| JobError::Permanent(e.to_string()))?,
-                };
-                actix_rt::time::sleep(Duration::from_millis(plan.sleep_ms)).await;
-                if job.attempt <= plan.fail_times {
-                    let error = format!("planned failure {}", job.attempt);
-                    return Err(if plan.permanent {
-                        JobError::Permanent(error)
-                    } else {
-                        JobError::Retryable(error)
-                    });
-                }
-                let cache = current(&job.stores.cache)?;
-                let key = format!("test:done:{}", job.id);
-                // The count is read once and then written until a write is confirmed: a write
-                // that timed out but landed is written again with the same value, so a slow
-                // cache (a loaded test machine) neither fails the attempt — which would run
-                // the whole job again — nor counts one completion twice.
-                let seen = persist(|| cache.send(Get { key: key.clone() })).await?;
-                let count = seen
-                    .and_then(|v| String::from_utf8(v).ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-                    + 1;
-                let value = count.to_string().into_bytes();
-                persist(|| {
-                    cache.send(Set {
-                        key: key.clone(),
-                        value: value.clone(),
-                        ttl: Duration::from_secs(600),
-                    })
-                })
-                .await?;
-                Ok(json!({"attempt": job.attempt}))
-            }
-            .boxed_local()
-        }
-    }
+        .ok_or_else(|| StoreError::Unavailable("starting".to_owned()))
 }

@@ -1,21 +1,41 @@
-//! steward: the reference REST service built on the `steward-actors` framework.
+//! steward: an actor-based service framework on actix-web, Redis and PostgreSQL.
 //!
-//! `main.rs` only calls [`cli::run`]; everything else lives here so the integration tests can
-//! start the same application in-process (see [`app::Application`]).
+//! (The guide is written in `docs/guide.md` and included here.)
 
+#![doc = include_str!("../docs/guide.md")]
 #![warn(missing_docs)]
 
-pub mod app;
-pub mod cli;
+mod app;
+mod cli;
 pub mod config;
+mod context;
 mod fd_budget;
 mod healthcheck;
 pub mod http;
 pub mod jobs;
-pub mod ledger;
 mod listener;
 mod memory;
-pub mod migrations;
+mod openapi;
+mod service;
 mod signals;
-pub mod state;
+mod state;
 pub mod telemetry;
+
+pub use app::{Application, StartError};
+pub use cli::EXIT_CONFIG;
+pub use context::Context;
+pub use http::error::{codes, ApiError, ErrorCode};
+pub use service::{Backends, Criticality, Service};
+
+/// The pieces most services use, in one import: `use steward::prelude::*;`.
+pub mod prelude {
+    pub use crate::config::{Invalid, Section};
+    pub use crate::jobs::{Job, JobError, JobRun};
+    pub use crate::{ApiError, Backends, Context, Criticality, ErrorCode, Service};
+    pub use actix_web::{web, HttpResponse};
+    pub use steward_actors::{Phase, Restart, Stop, Tier};
+}
+
+/// The actors crate, re-exported so a service needs one dependency: the supervisor and child
+/// specs, the store actors and their messages, the job queue.
+pub use steward_actors as actors;

@@ -1,20 +1,15 @@
-//! What HTTP handlers can reach: the edge's own state, and the reference API's.
+//! What the HTTP edge reads: the framework's own state, never a service's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
-use actix::{Actor, Addr};
-use steward_actors::cache::CacheActor;
-use steward_actors::db::DbActor;
-use steward_actors::jobs::JobWorker;
-use steward_actors::lock::LockActor;
+use actix::Addr;
 use steward_actors::ratelimit::{LimiterActor, Policy, Reservations};
 use steward_actors::store::PingReport;
-use steward_actors::{Metrics, Probe, Readiness, Slot, StoreError, Supervisor};
+use steward_actors::{Metrics, Probe, Readiness, Slot, Supervisor};
 
-use crate::config::CacheSettings;
 use crate::telemetry::LogControl;
 
 /// What the HTTP edge reads — the middleware, health, metrics and admin routes: the
@@ -22,6 +17,10 @@ use crate::telemetry::LogControl;
 /// handles: `Arc`s, slots and actor addresses).
 #[derive(Clone)]
 pub struct EdgeState {
+    /// The service's name, for `/version`.
+    pub service: &'static str,
+    /// The service's version, for `/version`.
+    pub version: &'static str,
     /// Whether the instance takes traffic.
     pub readiness: Readiness,
     /// The metrics registry.
@@ -42,30 +41,10 @@ pub struct EdgeState {
     pub admin_token: Option<Arc<str>>,
     /// Where `/metrics` is served and who may read it.
     pub metrics_route: MetricsRoute,
-    /// The stores `/health/ready` pings, and their last answers.
+    /// The stores and checks `/health/ready` runs, and their last answers.
     pub pings: PingCache,
-}
-
-/// What the reference API's handlers reach: its stores, its job kinds and its settings.
-#[derive(Clone)]
-pub struct AppState {
-    /// The cache actor (Redis).
-    pub cache: Slot<CacheActor>,
-    /// The database actor (PostgreSQL).
-    pub db: Slot<DbActor>,
-    /// The lock actor.
-    pub locks: Slot<LockActor>,
-    /// The job queue's worker.
-    pub jobs: Slot<JobWorker>,
-    /// The job kinds a handler is registered for.
-    pub job_kinds: Arc<[&'static str]>,
-    /// Attempts of a job that asks for none.
-    pub default_max_attempts: u32,
-    /// TTLs and limits of the kv and accounts APIs.
-    pub api: CacheSettings,
-    /// The actor-less kv route of the benchmark build.
-    #[cfg(feature = "bench-routes")]
-    pub direct: Arc<crate::http::bench_routes::Direct>,
+    /// `/openapi.json`, built once at start-up.
+    pub openapi: Arc<str>,
 }
 
 /// Where `/metrics` is served (`[metrics]`).
@@ -139,7 +118,7 @@ impl PingCache {
     }
 }
 
-/// A store `/health/ready` checks.
+/// A store or a service's check that `/health/ready` runs.
 pub struct Dependency {
     /// The store's name in the readiness report.
     pub name: &'static str,
@@ -149,31 +128,13 @@ pub struct Dependency {
     pub required: bool,
 }
 
-impl AppState {
-    /// The database actor, or unavailable before its first start.
-    pub fn db(&self) -> Result<Addr<DbActor>, StoreError> {
-        current(&self.db)
+impl Dependency {
+    /// `name` checked by `probe`; `required`: its failure makes the instance not ready.
+    pub fn new(name: &'static str, probe: impl Probe + 'static, required: bool) -> Self {
+        Self {
+            name,
+            probe: Box::new(probe),
+            required,
+        }
     }
-
-    /// The cache actor, or unavailable before its first start.
-    pub fn cache(&self) -> Result<Addr<CacheActor>, StoreError> {
-        current(&self.cache)
-    }
-
-    /// The lock actor, or unavailable before its first start.
-    pub fn locks(&self) -> Result<Addr<LockActor>, StoreError> {
-        current(&self.locks)
-    }
-
-    /// The job worker, or unavailable before its first start.
-    pub fn jobs(&self) -> Result<Addr<JobWorker>, StoreError> {
-        current(&self.jobs)
-    }
-}
-
-/// The address in `slot`; before the store's first start it is unavailable (a 503 at the
-/// edge, which maps store errors to statuses in one place).
-fn current<A: Actor>(slot: &Slot<A>) -> Result<Addr<A>, StoreError> {
-    slot.get()
-        .ok_or_else(|| StoreError::Unavailable("the store is starting".to_owned()))
 }

@@ -34,7 +34,7 @@ pub use child::{start_actor, Exit, Running, Stop};
 pub use error::StoreError;
 pub use metrics::Metrics;
 pub use readiness::Readiness;
-pub use shutdown::{ShutdownPlan, ShutdownReason};
+pub use shutdown::{Phase, ShutdownPlan, ShutdownReason, ShutdownTask};
 pub use slot::Slot;
 pub use spec::{ChildSpec, Escalation, Intensity, Restart, SupervisorConfig, Tier};
 pub use store::{Backend, PingReport, PoolConfig, Probe, StoreActor};

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::future::{join_all, LocalBoxFuture, Shared};
+use futures::FutureExt;
 
 use crate::child::Exit;
 use crate::spec::Tier;
@@ -67,6 +68,101 @@ impl ShutdownPlan {
     }
 }
 
+/// A point of the sequence where a service's own [`ShutdownTask`]s run.
+///
+/// Why points between the tiers rather than hooks on children: what a task may still use is
+/// decided by what has stopped. Before the drain everything is up; after HTTP no new request
+/// arrives but jobs still run; after the workers nothing but the task itself uses the stores,
+/// which are still up; after the stores only the process is left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Right after readiness turned off, alongside the drain delay; everything still runs.
+    BeforeDrain,
+    /// Once HTTP has drained, before the workers stop: no request is in flight any more.
+    AfterHttp,
+    /// Once the workers have stopped, before the stores stop: the stores are still up and
+    /// nothing else uses them (flush a buffer, release what the service holds).
+    AfterWorkers,
+    /// Once the stores have stopped: last words that need no store (flush an exporter).
+    AfterStores,
+}
+
+impl Phase {
+    /// The phase's name in the `shutdown phase=<name> task=<name>` log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::BeforeDrain => "before_drain",
+            Phase::AfterHttp => "after_http",
+            Phase::AfterWorkers => "after_workers",
+            Phase::AfterStores => "after_stores",
+        }
+    }
+
+    /// The point that follows the stop of `tier`.
+    fn after(tier: Tier) -> Self {
+        match tier {
+            Tier::Http => Phase::AfterHttp,
+            Tier::Workers => Phase::AfterWorkers,
+            Tier::Stores => Phase::AfterStores,
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Runs one task of the shutdown (its future says why it failed, if it did).
+pub type TaskFn = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), String>>>;
+
+/// Work of the service's own to do at one [`Phase`] of the shutdown, within a deadline (Akka's
+/// `CoordinatedShutdown.addTask`). Tasks of one phase run together; the sequence goes on when
+/// all of them have finished or run out of time, and each is logged as
+/// `shutdown phase=<phase> task=<name> outcome=ok|failed|timeout took_ms=<ms>`.
+pub struct ShutdownTask {
+    /// Where in the sequence it runs.
+    pub phase: Phase,
+    /// Its name in the log line.
+    pub name: String,
+    /// How long it may take; past it the sequence goes on without it.
+    pub timeout: Duration,
+    /// The work.
+    pub run: TaskFn,
+}
+
+impl ShutdownTask {
+    /// A task named `name` at `phase`, given at most `timeout`.
+    pub fn new<F>(
+        phase: Phase,
+        name: impl Into<String>,
+        timeout: Duration,
+        run: impl FnOnce() -> F + 'static,
+    ) -> Self
+    where
+        F: std::future::Future<Output = Result<(), String>> + 'static,
+    {
+        Self {
+            phase,
+            name: name.into(),
+            timeout,
+            run: Box::new(move || run().boxed_local()),
+        }
+    }
+}
+
+/// The longest task deadline of each phase: what the tasks add to the sequence at most, for the
+/// start-up check that the whole fits in `shutdown.timeout`.
+pub fn task_budget(tasks: &[ShutdownTask]) -> Duration {
+    let mut longest: std::collections::BTreeMap<Phase, Duration> = Default::default();
+    for task in tasks {
+        let entry = longest.entry(task.phase).or_default();
+        *entry = (*entry).max(task.timeout);
+    }
+    longest.values().sum()
+}
+
 /// A running child as the sequence sees it: its name, how to ask it to stop, and its end.
 pub(crate) struct Stopping {
     pub name: String,
@@ -77,15 +173,33 @@ pub(crate) struct Stopping {
 /// Runs the sequence over `tiers` (given top tier first) and tells whether it finished within
 /// `plan.total`. Readiness must already be off: the caller flips it synchronously, so that no
 /// probe can observe "ready" once a stop was asked for.
-pub(crate) async fn run(plan: ShutdownPlan, tiers: Vec<(Tier, Vec<Stopping>)>) -> bool {
+pub(crate) async fn run(
+    plan: ShutdownPlan,
+    tiers: Vec<(Tier, Vec<Stopping>)>,
+    mut tasks: Vec<ShutdownTask>,
+) -> bool {
     let started = Instant::now();
     phase_line("readiness", true, Duration::ZERO);
+    let mut take = |phase: Phase| -> Vec<ShutdownTask> {
+        let (now, later) = tasks.drain(..).partition(|task| task.phase == phase);
+        tasks = later;
+        now
+    };
+    let before_drain = take(Phase::BeforeDrain);
+    let after: Vec<(Tier, Vec<ShutdownTask>)> = tiers
+        .iter()
+        .map(|(tier, _)| (*tier, take(Phase::after(*tier))))
+        .collect();
     let phases = async {
         let delay_started = Instant::now();
-        actix_rt::time::sleep(plan.drain_delay).await;
-        phase_line("drain_delay", true, delay_started.elapsed());
-        for (tier, children) in tiers {
+        let delay = async {
+            actix_rt::time::sleep(plan.drain_delay).await;
+            phase_line("drain_delay", true, delay_started.elapsed());
+        };
+        futures::join!(delay, run_tasks(Phase::BeforeDrain, before_drain));
+        for ((tier, children), (_, tasks)) in tiers.into_iter().zip(after) {
             stop_tier(tier, children, plan.timeout(tier)).await;
+            run_tasks(Phase::after(tier), tasks).await;
         }
     };
     let remaining = plan.total.saturating_sub(started.elapsed());
@@ -131,6 +245,32 @@ async fn stop_tier(tier: Tier, children: Vec<Stopping>, timeout: Duration) {
             );
         }
     }
+}
+
+/// Runs the tasks of one phase together, each within its own deadline.
+async fn run_tasks(phase: Phase, tasks: Vec<ShutdownTask>) {
+    let runs = tasks.into_iter().map(|task| async move {
+        let started = Instant::now();
+        let outcome = match actix_rt::time::timeout(task.timeout, (task.run)()).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(error)) => {
+                log::warn!("shutdown phase={phase} task={} failed: {error}", task.name);
+                "failed"
+            }
+            Err(_) => "timeout",
+        };
+        let took = started.elapsed().as_millis();
+        let line = format!(
+            "shutdown phase={phase} task={} outcome={outcome} took_ms={took}",
+            task.name
+        );
+        if outcome == "ok" {
+            log::info!("{line}");
+        } else {
+            log::warn!("{line}");
+        }
+    });
+    join_all(runs).await;
 }
 
 /// The one log line per phase that operators (and the process tests) read.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::child::{Exit, Running};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::shutdown::{self, ShutdownPlan, ShutdownReason, Stopping};
+use crate::shutdown::{self, ShutdownPlan, ShutdownReason, ShutdownTask, Stopping};
 use crate::spec::{ChildSpec, Escalation, Restart, SupervisorConfig, Tier};
 
 /// Owns the lifecycle of every child of the service.
@@ -32,6 +32,8 @@ pub struct Supervisor {
     readiness: Readiness,
     metrics: Arc<Metrics>,
     children: Vec<Child>,
+    /// The service's own shutdown tasks, handed to the sequence when it starts.
+    tasks: Vec<ShutdownTask>,
     shutting_down: bool,
     terminated: Option<oneshot::Sender<i32>>,
 }
@@ -133,6 +135,7 @@ impl Supervisor {
             readiness,
             metrics,
             children: Vec::new(),
+            tasks: Vec::new(),
             shutting_down: false,
             terminated: Some(terminated_tx),
         };
@@ -154,6 +157,12 @@ impl Supervisor {
             started_at: None,
             degraded: false,
         });
+        self
+    }
+
+    /// Adds a task to run at its phase of the shutdown.
+    pub fn task(mut self, task: ShutdownTask) -> Self {
+        self.tasks.push(task);
         self
     }
 
@@ -344,7 +353,8 @@ impl Handler<Shutdown> for Supervisor {
                 });
             }
         }
-        ctx.spawn(shutdown::run(self.plan, tiers).into_actor(self).map(
+        let tasks = std::mem::take(&mut self.tasks);
+        ctx.spawn(shutdown::run(self.plan, tiers, tasks).into_actor(self).map(
             move |finished_in_time, act, _| {
                 let code = reason.exit_code(finished_in_time);
                 if let Some(terminated) = act.terminated.take() {

@@ -1,12 +1,44 @@
 //! Merging the configuration layers while remembering where every value came from.
 
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use toml::{Table, Value};
 
-use super::{validate, ConfigError, Settings};
+use super::{validate, ConfigError, Declared, Settings};
+use crate::service::Backends;
+
+/// steward's own defaults: every key of [`Settings`], with a comment. Compiled in, so a
+/// service runs with nothing but its own config.
+pub const STEWARD_DEFAULTS: &str = include_str!("default.toml");
+
+/// What a service's configuration holds, besides steward's sections: its own defaults (the
+/// list of its known keys), its sections' types, and the stores it uses (the sections of a
+/// store it does not use are left out of `check-config`).
+#[derive(Clone)]
+pub struct Schema {
+    /// The service's name, to say where its defaults came from.
+    pub(crate) service: &'static str,
+    /// The service's defaults (TOML), layered over steward's.
+    pub(crate) defaults: Option<&'static str>,
+    pub(crate) sections: Vec<Declared>,
+    pub(crate) backends: Backends,
+}
+
+impl Schema {
+    /// The sections that only matter with Redis, and with PostgreSQL.
+    const REDIS_SECTIONS: [&'static str; 4] = ["redis", "cache", "locks", "workers"];
+    const POSTGRES_SECTIONS: [&'static str; 1] = ["postgres"];
+
+    /// Whether `section` is one of steward's that this service has no use for.
+    fn unused(&self, section: &str) -> bool {
+        (!self.backends.redis && Self::REDIS_SECTIONS.contains(&section))
+            || (!self.backends.postgres && Self::POSTGRES_SECTIONS.contains(&section))
+    }
+}
 
 /// The prefix of environment variables that override keys: `STEWARD__SERVER__PORT` sets
 /// `server.port`.
@@ -61,6 +93,8 @@ pub enum Origin {
     File(PathBuf),
     /// An environment variable, by name.
     Env(String),
+    /// Defaults compiled into a crate: steward's, or a service's (by name).
+    Builtin(&'static str),
     /// A secret read from the file named by a `*_file` key.
     SecretFile {
         /// The `*_file` key that named the file.
@@ -74,6 +108,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Builtin(name) => write!(f, "the built-in defaults of {name}"),
             Origin::Env(name) => write!(f, "environment variable {name}"),
             Origin::SecretFile { key, path } => write!(f, "file {path} named by {key}"),
         }
@@ -81,11 +116,26 @@ impl fmt::Display for Origin {
 }
 
 /// A validated configuration and the origin of each of its keys.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Loaded {
     /// The validated settings.
     pub settings: Settings,
+    /// The service's sections, parsed and validated, by type.
+    pub(crate) sections: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    /// The service's sections as loaded, for `check-config`.
+    tables: Vec<(&'static str, Value)>,
+    /// steward's sections this service has no use for, left out of `check-config`.
+    unused: Vec<&'static str>,
     origins: BTreeMap<String, Origin>,
+}
+
+impl fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loaded")
+            .field("settings", &self.settings)
+            .field("sections", &self.tables)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Loaded {
@@ -105,6 +155,12 @@ impl Loaded {
                 *text = redact_url(text);
             }
         }
+        for section in &self.unused {
+            table.remove(*section);
+        }
+        for (name, section) in &self.tables {
+            table.insert((*name).to_owned(), section.clone());
+        }
         toml::to_string_pretty(&value).expect("settings print as TOML")
     }
 
@@ -114,16 +170,32 @@ impl Loaded {
     }
 }
 
-/// Loads, merges, deserializes and validates the configuration.
-pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
-    let default_path = sources.config_dir.join("default.toml");
-    let mut merged = read_table(&default_path)?;
+/// Loads, merges, deserializes and validates the configuration: steward's defaults, the
+/// service's, `config/<STEWARD_ENV>.toml`, `--config`, then `STEWARD__*` variables.
+pub fn load(sources: &Sources, schema: &Schema) -> Result<Loaded, ConfigError> {
+    let mut merged = Table::new();
+    let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
+    let builtin = [
+        ("steward", Some(STEWARD_DEFAULTS)),
+        (schema.service, schema.defaults),
+    ];
+    for (name, text) in builtin {
+        let Some(text) = text else { continue };
+        let layer = text.parse::<Table>().map_err(|e| ConfigError {
+            key: String::new(),
+            value: None,
+            origin: Origin::Builtin(name),
+            expected: format!("valid TOML: {}", e.to_string().trim()),
+        })?;
+        let mut values = BTreeMap::new();
+        leaves(&layer, "", &mut values);
+        for (key, value) in values {
+            set(&mut merged, &key, value);
+            origins.insert(key, Origin::Builtin(name));
+        }
+    }
     let mut known = BTreeMap::new();
     leaves(&merged, "", &mut known);
-    let mut origins: BTreeMap<String, Origin> = known
-        .keys()
-        .map(|key| (key.clone(), Origin::File(default_path.clone())))
-        .collect();
 
     let env_name = sources.env_name.as_deref().unwrap_or("development");
     let env_path = sources.config_dir.join(format!("{env_name}.toml"));
@@ -149,18 +221,52 @@ pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
     }
     resolve_secret_files(&mut merged, &mut origins)?;
 
-    let settings: Settings = serde_path_to_error::deserialize(Value::Table(merged.clone()))
+    let mut framework = merged.clone();
+    let mut sections = HashMap::new();
+    let mut tables = Vec::new();
+    for declared in &schema.sections {
+        let table = framework
+            .remove(declared.name)
+            .unwrap_or_else(|| Value::Table(Table::new()));
+        tables.push((declared.name, table.clone()));
+        let parsed = (declared.parse)(table).map_err(|(path, expected)| {
+            let key = match path.as_str() {
+                "" | "." => declared.name.to_owned(),
+                path => format!("{}.{path}", declared.name),
+            };
+            ConfigError {
+                value: lookup(&merged, &key).map(|v| shown(&key, v)),
+                origin: origin_of(&origins, &key),
+                expected: plain_types(&expected),
+                key,
+            }
+        })?;
+        sections.insert(declared.type_id, parsed);
+    }
+    let settings: Settings = serde_path_to_error::deserialize(Value::Table(framework.clone()))
         .map_err(|error| {
             let key = error.path().to_string();
             ConfigError {
-                value: lookup(&merged, &key).map(|v| shown(&key, v)),
+                value: lookup(&framework, &key).map(|v| shown(&key, v)),
                 origin: origin_of(&origins, &key),
                 expected: plain_types(error.into_inner().message().trim()),
                 key,
             }
         })?;
-    validate::validate(&settings, &|key| origin_of(&origins, key))?;
-    Ok(Loaded { settings, origins })
+    validate::validate(&settings, schema.backends, &|key| origin_of(&origins, key))?;
+    let unused = Schema::REDIS_SECTIONS
+        .iter()
+        .chain(&Schema::POSTGRES_SECTIONS)
+        .copied()
+        .filter(|section| schema.unused(section))
+        .collect();
+    Ok(Loaded {
+        settings,
+        sections,
+        tables,
+        unused,
+        origins,
+    })
 }
 
 fn read_table(path: &Path) -> Result<Table, ConfigError> {
@@ -255,7 +361,8 @@ fn unknown_key(key: String, value: Option<String>, origin: Origin) -> ConfigErro
         key,
         value,
         origin,
-        expected: "a known key (config/default.toml lists every key)".to_owned(),
+        expected: "a known key (the defaults, steward's and the service's, list every key)"
+            .to_owned(),
     }
 }
 
@@ -321,7 +428,7 @@ fn origin_of(origins: &BTreeMap<String, Origin>, key: &str) -> Origin {
     origins
         .get(key)
         .cloned()
-        .unwrap_or_else(|| Origin::File(PathBuf::from("config/default.toml")))
+        .unwrap_or(Origin::Builtin("steward"))
 }
 
 /// A value as error messages show it; secrets never appear.

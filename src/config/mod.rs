@@ -5,6 +5,7 @@
 //! consistency of the shutdown deadlines. Both failures exit with code 2.
 
 mod load;
+mod section;
 mod validate;
 
 use std::fmt;
@@ -18,11 +19,15 @@ use steward_actors::ratelimit::Policy;
 use steward_actors::store::HealthConfig;
 use steward_actors::{Backoff, PoolConfig, ShutdownPlan, SupervisorConfig};
 
-pub use load::{load, Loaded, Origin, Sources};
+pub use load::{load, Loaded, Origin, Schema, Sources, STEWARD_DEFAULTS};
+pub(crate) use section::Declared;
+pub use section::{Invalid, Section};
 pub use validate::parse_net;
 
-/// The whole configuration of one steward instance. Every key is documented in
-/// `config/default.toml`, which must hold every key (it is also the list of known keys).
+/// steward's own configuration: every section the framework reads. Every key is documented in
+/// the built-in defaults (`src/config/default.toml`, compiled into the crate), which hold every
+/// key and are also the list of known keys. A service's own sections are [`Section`]s beside
+/// these.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -32,7 +37,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// `[postgres]`: the PostgreSQL server, pool and transactions.
     pub postgres: PostgresSettings,
-    /// `[cache]`: the kv and accounts caches.
+    /// `[cache]`: the cache actor.
     pub cache: CacheSettings,
     /// `[locks]`: the lock actor.
     pub locks: LocksSettings,
@@ -40,8 +45,6 @@ pub struct Settings {
     pub ratelimit: RateLimitSettings,
     /// `[workers]`: the job queue.
     pub workers: WorkersSettings,
-    /// `[idempotency]`: retention of transfers' keys.
-    pub idempotency: IdempotencySettings,
     /// `[admin]`: the admin token.
     pub admin: AdminSettings,
     /// `[metrics]`: who may read `/metrics`.
@@ -126,7 +129,7 @@ pub struct PostgresSettings {
     pub pool: PoolConfig,
 }
 
-/// `[cache]`.
+/// `[cache]`: the cache actor.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
@@ -138,14 +141,6 @@ pub struct CacheSettings {
     /// How long a "not found" is cached.
     #[serde(with = "steward_actors::duration")]
     pub negative_ttl: Duration,
-    /// TTL of a kv value whose request gives none.
-    #[serde(with = "steward_actors::duration")]
-    pub kv_default_ttl: Duration,
-    /// Largest kv value in bytes (413).
-    pub max_value_size: usize,
-    /// How long an account stays cached.
-    #[serde(with = "steward_actors::duration")]
-    pub account_ttl: Duration,
 }
 
 /// `[locks]`.
@@ -201,26 +196,11 @@ pub struct WorkersSettings {
     /// How long a job's Idempotency-Key names it.
     #[serde(with = "steward_actors::duration")]
     pub idempotency_ttl: Duration,
-    /// How long a statement stays cached.
-    #[serde(with = "steward_actors::duration")]
-    pub statement_ttl: Duration,
     /// Deadline of one Redis command of the worker.
     #[serde(with = "steward_actors::duration")]
     pub timeout: Duration,
     /// Delay before a retry.
     pub retry_backoff: Backoff,
-}
-
-/// `[idempotency]`: how long transfers' idempotency keys are kept.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdempotencySettings {
-    /// How long a transfer's Idempotency-Key is kept.
-    #[serde(with = "steward_actors::duration")]
-    pub retention: Duration,
-    /// How often the old keys are deleted.
-    #[serde(with = "steward_actors::duration")]
-    pub prune_interval: Duration,
 }
 
 /// `[admin]`.

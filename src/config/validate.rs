@@ -9,6 +9,7 @@ use steward_actors::PoolConfig;
 
 use super::load::redact_url;
 use super::{ConfigError, Origin, Settings};
+use crate::service::Backends;
 use crate::telemetry::validate_filter;
 
 const MS: Duration = Duration::from_millis(1);
@@ -80,24 +81,20 @@ impl Checker<'_> {
 /// the first error found is returned.
 pub(super) fn validate(
     settings: &Settings,
+    backends: Backends,
     origin: &dyn Fn(&str) -> Origin,
 ) -> Result<(), ConfigError> {
     let check = Checker { origin };
-    let sections: [Section; 14] = [
-        server,
-        redis,
-        postgres,
-        cache,
-        locks,
-        ratelimit,
-        workers,
-        admin,
-        metrics,
-        idempotency,
-        log,
-        health,
-        supervisor,
-        shutdown,
+    if !backends.redis && !settings.ratelimit.policies.is_empty() {
+        return Err(check.fail(
+            "ratelimit.policies",
+            &format!("{} policies", settings.ratelimit.policies.len()),
+            "none: rate limits are kept in Redis, which this service does not use".into(),
+        ));
+    }
+    let sections: [Section; 13] = [
+        server, redis, postgres, cache, locks, ratelimit, workers, admin, metrics, log, health,
+        supervisor, shutdown,
     ];
     sections
         .iter()
@@ -230,19 +227,6 @@ fn cache(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
         Duration::ZERO,
         DAY,
     )?;
-    check.lasting(
-        "cache.kv_default_ttl",
-        cache.kv_default_ttl,
-        SECOND,
-        30 * DAY,
-    )?;
-    check.lasting("cache.account_ttl", cache.account_ttl, SECOND, DAY)?;
-    check.within(
-        "cache.max_value_size",
-        cache.max_value_size,
-        1,
-        settings.server.max_body_size,
-    )?;
     Ok(())
 }
 
@@ -339,12 +323,6 @@ fn workers(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
         SECOND,
         30 * DAY,
     )?;
-    check.lasting(
-        "workers.statement_ttl",
-        workers.statement_ttl,
-        SECOND,
-        30 * DAY,
-    )?;
     check.lasting("workers.timeout", workers.timeout, MS, MINUTE)?;
     check.lasting(
         "workers.retry_backoff.min",
@@ -389,24 +367,6 @@ fn metrics(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
             "false while admin.token is empty (the token it asks for)".into(),
         ));
     }
-    Ok(())
-}
-
-/// `[idempotency]`.
-fn idempotency(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
-    let idempotency = &settings.idempotency;
-    check.lasting(
-        "idempotency.retention",
-        idempotency.retention,
-        MINUTE,
-        365 * DAY,
-    )?;
-    check.lasting(
-        "idempotency.prune_interval",
-        idempotency.prune_interval,
-        SECOND,
-        DAY,
-    )?;
     Ok(())
 }
 

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,7 +22,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::client;
-use super::error::{ApiError, ErrorEnvelope};
+use super::error::{codes, ApiError, ErrorEnvelope};
 use super::request_id::RequestId;
 use crate::state::EdgeState;
 use crate::telemetry::AUDIT;
@@ -124,12 +123,8 @@ impl FromRequest for Admin {
 
 fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
     let unauthorized = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this route needs Authorization: Bearer <admin token>",
-        )
-        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        ApiError::from(codes::UNAUTHORIZED)
+            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
     };
     let state = req.app_data::<web::Data<EdgeState>>();
     let throttle = req.app_data::<web::Data<AuthThrottle>>();
@@ -148,12 +143,7 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
     if let Some(wait) = throttle.wait(peer) {
         failures.with_label_values(&["throttled"]).inc();
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_auth_failures",
-            "too many failed admin authentications from this address; retry later",
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from(secs)));
+        return Err(ApiError::from(codes::TOO_MANY_AUTH_FAILURES).retry_after(secs));
     }
     let given = req
         .headers()
@@ -200,7 +190,8 @@ pub struct Children {
 )]
 pub async fn actors(_: Admin, state: web::Data<EdgeState>) -> Result<HttpResponse, ApiError> {
     let children = state.supervisor.send(ListChildren).await.map_err(|e| {
-        ApiError::unavailable("unavailable", "the supervisor did not answer", 1)
+        ApiError::new(codes::UNAVAILABLE, "the supervisor did not answer")
+            .retry_after(1)
             .with_cause(e.to_string())
     })?;
     Ok(HttpResponse::Ok().json(Children { children }))
@@ -234,12 +225,12 @@ pub async fn set_log_level(
     body: web::Json<LogLevel>,
 ) -> Result<HttpResponse, ApiError> {
     crate::telemetry::validate_filter(&body.level).map_err(|expected| {
-        ApiError::unprocessable("invalid_log_level", format!("expected {expected}"))
+        ApiError::new(codes::INVALID_LOG_LEVEL, format!("expected {expected}"))
     })?;
     // Written before the change: a filter of "off" must not hide its own setting.
     log::warn!(target: AUDIT, peer:% = admin.peer, request_id = admin.request_id.as_str(), token_id = admin.token_id.as_str(); "log filter set to {:?} through /admin/log-level", body.level);
     state.log.set_filter(&body.level).map_err(|expected| {
-        ApiError::unprocessable("invalid_log_level", format!("expected {expected}"))
+        ApiError::new(codes::INVALID_LOG_LEVEL, format!("expected {expected}"))
     })?;
     Ok(HttpResponse::Ok().json(body.into_inner()))
 }

@@ -26,6 +26,16 @@ pub fn identity(req: &HttpRequest, trusted: &[IpNet]) -> String {
     format!("ip:{}", address(req, trusted))
 }
 
+/// [`identity`] with the trusted proxies of the service the request reached
+/// (`ratelimit.trusted_proxies`): the rate limiter's identity for the request.
+pub fn identity_of(req: &HttpRequest) -> String {
+    let trusted = req
+        .app_data::<actix_web::web::Data<crate::state::EdgeState>>()
+        .map(|edge| std::sync::Arc::clone(&edge.trusted_proxies))
+        .unwrap_or_default();
+    identity(req, &trusted)
+}
+
 /// The client's address: the peer's, or the one in `X-Forwarded-For` when the peer is a
 /// trusted proxy. Unknown (no peer, as in some tests) is the unspecified address.
 pub fn address(req: &HttpRequest, trusted: &[IpNet]) -> IpAddr {

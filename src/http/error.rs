@@ -22,21 +22,247 @@ use utoipa::ToSchema;
 
 use super::request_id::RequestId;
 
-/// An error answer: status, a stable machine-readable code, and a message for people.
+/// An error answer: a typed [`ErrorCode`] (status and stable code), a message for people, and
+/// optionally headers, details for the envelope and a cause for the log.
 ///
 /// Boxed: it travels in every handler's `Result`, and errors are the cold path.
+///
+/// ```
+/// use steward::{ApiError, ErrorCode};
+///
+/// /// Codes are declared once, with their status and meaning; `Service::errors` lists them in
+/// /// the OpenAPI document.
+/// const GREETING_TOO_LONG: ErrorCode =
+///     ErrorCode::new(422, "greeting_too_long", "the greeting is longer than allowed");
+///
+/// fn check(greeting: &str) -> Result<(), ApiError> {
+///     if greeting.len() > 40 {
+///         return Err(ApiError::new(GREETING_TOO_LONG, "greetings are at most 40 bytes"));
+///     }
+///     Ok(())
+/// }
+/// # assert!(check("hi").is_ok());
+/// ```
 #[derive(Debug, Clone)]
 pub struct ApiError(Box<Parts>);
 
 #[derive(Debug, Clone)]
 struct Parts {
     status: StatusCode,
-    code: Cow<'static, str>,
+    code: &'static str,
     message: String,
     details: Option<serde_json::Value>,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// What went wrong behind the scenes: logged with the request id, never sent.
     cause: Option<String>,
+}
+
+/// A stable, machine-readable error code with its HTTP status and what it means.
+///
+/// Why a type and not a string at each call site: the list of codes a service can answer
+/// (in the OpenAPI document, `Service::errors`) is then the list of these constants, and a
+/// code cannot drift from its status between two routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode {
+    /// The HTTP status it is answered with (4xx or 5xx).
+    pub status: u16,
+    /// The code in `error.code`: lowercase words joined by `_`.
+    pub code: &'static str,
+    /// What it means, for the docs and as the default message.
+    pub description: &'static str,
+}
+
+impl ErrorCode {
+    /// A code answered with `status`.
+    ///
+    /// # Panics
+    /// At compile time (in a `const`) when `status` is not 400-599.
+    pub const fn new(status: u16, code: &'static str, description: &'static str) -> Self {
+        assert!(
+            status >= 400 && status <= 599,
+            "an error code's status is 4xx or 5xx"
+        );
+        Self {
+            status,
+            code,
+            description,
+        }
+    }
+
+    /// The status as actix-web's type.
+    pub fn status_code(self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    /// The error with the code's description as its message.
+    fn from(code: ErrorCode) -> Self {
+        ApiError::new(code, code.description)
+    }
+}
+
+/// The codes the framework itself answers with: the edge, the stores, health and admin.
+/// A service's own codes are listed next to these in the OpenAPI document.
+pub mod codes {
+    use super::ErrorCode;
+
+    /// The request cannot be read (actix-web's own 400).
+    pub const BAD_REQUEST: ErrorCode =
+        ErrorCode::new(400, "bad_request", "the request is malformed");
+    /// Malformed JSON.
+    pub const INVALID_JSON: ErrorCode =
+        ErrorCode::new(400, "invalid_json", "the body is not valid JSON");
+    /// JSON of the wrong shape, or a body that cannot be read.
+    pub const INVALID_BODY: ErrorCode = ErrorCode::new(
+        422,
+        "invalid_body",
+        "the body does not have the expected shape",
+    );
+    /// A path parameter that does not parse.
+    pub const INVALID_PATH: ErrorCode =
+        ErrorCode::new(400, "invalid_path", "a path parameter does not parse");
+    /// A query string that does not parse.
+    pub const INVALID_QUERY: ErrorCode =
+        ErrorCode::new(400, "invalid_query", "the query string does not parse");
+    /// A page size out of range.
+    pub const INVALID_LIMIT: ErrorCode =
+        ErrorCode::new(400, "invalid_limit", "limit is from 1 to 100");
+    /// A cursor this API did not hand out.
+    pub const INVALID_CURSOR: ErrorCode = ErrorCode::new(
+        400,
+        "invalid_cursor",
+        "the cursor is not one this API returned",
+    );
+    /// The admin token is missing or wrong.
+    pub const UNAUTHORIZED: ErrorCode = ErrorCode::new(
+        401,
+        "unauthorized",
+        "this route needs Authorization: Bearer <admin token>",
+    );
+    /// No such route, or no such resource.
+    pub const NOT_FOUND: ErrorCode = ErrorCode::new(404, "not_found", "not found");
+    /// The route does not take this method.
+    pub const METHOD_NOT_ALLOWED: ErrorCode = ErrorCode::new(
+        405,
+        "method_not_allowed",
+        "this route does not accept this method",
+    );
+    /// The head did not arrive in time (actix-web's own 408).
+    pub const REQUEST_TIMEOUT: ErrorCode = ErrorCode::new(
+        408,
+        "request_timeout",
+        "the request took too long to arrive",
+    );
+    /// The body did not arrive within `server.body_timeout`.
+    pub const BODY_TIMEOUT: ErrorCode =
+        ErrorCode::new(408, "body_timeout", "the body did not arrive in time");
+    /// A store refused a write that conflicts with what it holds.
+    pub const CONFLICT: ErrorCode = ErrorCode::new(
+        409,
+        "conflict",
+        "the request conflicts with the stored state",
+    );
+    /// A body over its limit.
+    pub const PAYLOAD_TOO_LARGE: ErrorCode =
+        ErrorCode::new(413, "payload_too_large", "the request body is too large");
+    /// A body that is not JSON where JSON is expected.
+    pub const UNSUPPORTED_MEDIA_TYPE: ErrorCode =
+        ErrorCode::new(415, "unsupported_media_type", "unsupported content type");
+    /// A store refused the request as invalid.
+    pub const INVALID: ErrorCode = ErrorCode::new(
+        422,
+        "invalid",
+        "the request asks for something the store refuses",
+    );
+    /// `PUT /admin/log-level` with a filter that does not parse.
+    pub const INVALID_LOG_LEVEL: ErrorCode =
+        ErrorCode::new(422, "invalid_log_level", "not a log level or filter");
+    /// A rate-limit policy refused the request.
+    pub const RATE_LIMITED: ErrorCode =
+        ErrorCode::new(429, "rate_limited", "too many requests; slow down");
+    /// Too many failed admin authentications from one address.
+    pub const TOO_MANY_AUTH_FAILURES: ErrorCode = ErrorCode::new(
+        429,
+        "too_many_auth_failures",
+        "too many failed admin authentications from this address; retry later",
+    );
+    /// The request head is over `server.max_head_size`.
+    pub const HEAD_TOO_LARGE: ErrorCode =
+        ErrorCode::new(431, "head_too_large", "the request head is too large");
+    /// actix-web's own 431.
+    pub const HEADERS_TOO_LARGE: ErrorCode = ErrorCode::new(
+        431,
+        "headers_too_large",
+        "the request headers are too large",
+    );
+    /// A bug: the cause is in the log, never in the answer.
+    pub const INTERNAL: ErrorCode = ErrorCode::new(500, "internal", "internal error");
+    /// A store is down or starting.
+    pub const UNAVAILABLE: ErrorCode = ErrorCode::new(
+        503,
+        "unavailable",
+        "a backing store is unavailable; retry later",
+    );
+    /// Retries of a contended transaction ran out.
+    pub const CONTENTION: ErrorCode = ErrorCode::new(
+        503,
+        "contention",
+        "too much concurrent work on the same data; retry",
+    );
+    /// A bounded store is full.
+    pub const FULL: ErrorCode = ErrorCode::new(
+        503,
+        "full",
+        "the store holds as much as it may; retry later",
+    );
+    /// The rate limiter cannot decide and its policy says deny.
+    pub const RATE_LIMITER_UNAVAILABLE: ErrorCode = ErrorCode::new(
+        503,
+        "rate_limiter_unavailable",
+        "the rate limiter cannot decide; retry later",
+    );
+    /// `/health/ready` during a shutdown.
+    pub const SHUTTING_DOWN: ErrorCode =
+        ErrorCode::new(503, "shutting_down", "this instance is shutting down");
+    /// `/health/ready` with a critical check failing or a child degraded.
+    pub const NOT_READY: ErrorCode = ErrorCode::new(503, "not_ready", "not ready");
+    /// A store did not answer in time.
+    pub const TIMEOUT: ErrorCode =
+        ErrorCode::new(504, "timeout", "a backing store did not answer in time");
+
+    /// Every code above.
+    pub const ALL: &[ErrorCode] = &[
+        BAD_REQUEST,
+        INVALID_JSON,
+        INVALID_BODY,
+        INVALID_PATH,
+        INVALID_QUERY,
+        INVALID_LIMIT,
+        INVALID_CURSOR,
+        UNAUTHORIZED,
+        NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        REQUEST_TIMEOUT,
+        BODY_TIMEOUT,
+        CONFLICT,
+        PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        INVALID,
+        INVALID_LOG_LEVEL,
+        RATE_LIMITED,
+        TOO_MANY_AUTH_FAILURES,
+        HEAD_TOO_LARGE,
+        HEADERS_TOO_LARGE,
+        INTERNAL,
+        UNAVAILABLE,
+        CONTENTION,
+        FULL,
+        RATE_LIMITER_UNAVAILABLE,
+        SHUTTING_DOWN,
+        NOT_READY,
+        TIMEOUT,
+    ];
 }
 
 /// The body of every error response: `{"error": {...}}`. The envelope middleware writes it,
@@ -50,7 +276,8 @@ pub struct ErrorEnvelope {
 /// What went wrong, in words for people and a code for programs.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable: `invalid_key`, `lock_held`, `unavailable`, ...
+    /// Stable, machine-readable: `invalid_key`, `lock_held`, `unavailable`, ... (the
+    /// `x-error-codes` of the document list every one).
     #[schema(value_type = String)]
     pub code: Cow<'static, str>,
     /// For people; clients branch on `code`.
@@ -73,15 +300,11 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    /// An error of `status` with a stable `code` and a message for people.
-    pub fn new(
-        status: StatusCode,
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> Self {
+    /// An error with `code` (its status and stable name) and a message for people.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self(Box::new(Parts {
-            status,
-            code: code.into(),
+            status: code.status_code(),
+            code: code.code,
             message: message.into(),
             details: None,
             headers: Vec::new(),
@@ -89,24 +312,9 @@ impl ApiError {
         }))
     }
 
-    /// A 400: the request cannot be read.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    /// A 422: the request is read but asks for something impossible.
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-    }
-
-    /// 503 with `Retry-After`, for a dependency that is down or a service that is stopping.
-    pub fn unavailable(
-        code: &'static str,
-        message: impl Into<String>,
-        retry_after_secs: u64,
-    ) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-            .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+    /// Adds `Retry-After: <secs>`: for a dependency that is down, a limit, a full queue.
+    pub fn retry_after(self, secs: u64) -> Self {
+        self.with_header(header::RETRY_AFTER, HeaderValue::from(secs))
     }
 
     /// A header added to the error response.
@@ -125,6 +333,11 @@ impl ApiError {
     pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
         self.0.cause = Some(cause.into());
         self
+    }
+
+    /// The code's name, as the envelope will carry it.
+    pub fn code(&self) -> &'static str {
+        self.0.code
     }
 }
 
@@ -156,7 +369,7 @@ impl ResponseError for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response.extensions_mut().insert(ErrorBody {
-            code: self.0.code.clone(),
+            code: Cow::Borrowed(self.0.code),
             message: self.0.message.clone(),
             details: self.0.details.clone(),
             cause: self.0.cause.clone(),
@@ -169,42 +382,19 @@ impl From<StoreError> for ApiError {
     /// The one place store errors become statuses. Backend details go to `cause` (the log).
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(cause) => ApiError::unavailable(
-                "unavailable",
-                "a backing store is unavailable; retry later",
-                1,
-            )
-            .with_cause(cause),
-            StoreError::Contention(cause) => ApiError::unavailable(
-                "contention",
-                "too much concurrent work on the same data; retry",
-                1,
-            )
-            .with_cause(cause),
-            StoreError::Timeout => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                "a backing store did not answer in time",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from(1)),
-            StoreError::Conflict(message) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", message)
-            }
-            StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
-            StoreError::Invalid(message) => ApiError::unprocessable("invalid", message),
-            StoreError::TooLarge(message) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
-            }
-            StoreError::Full(cause) => {
-                ApiError::unavailable("full", "the store holds as much as it may; retry later", 5)
-                    .with_cause(cause)
-            }
-            StoreError::Internal(cause) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-            .with_cause(cause),
+            StoreError::Unavailable(cause) => ApiError::from(codes::UNAVAILABLE)
+                .retry_after(1)
+                .with_cause(cause),
+            StoreError::Contention(cause) => ApiError::from(codes::CONTENTION)
+                .retry_after(1)
+                .with_cause(cause),
+            StoreError::Timeout => ApiError::from(codes::TIMEOUT).retry_after(1),
+            StoreError::Conflict(message) => ApiError::new(codes::CONFLICT, message),
+            StoreError::NotFound => ApiError::from(codes::NOT_FOUND),
+            StoreError::Invalid(message) => ApiError::new(codes::INVALID, message),
+            StoreError::TooLarge(message) => ApiError::new(codes::PAYLOAD_TOO_LARGE, message),
+            StoreError::Full(cause) => ApiError::from(codes::FULL).retry_after(5).with_cause(cause),
+            StoreError::Internal(cause) => ApiError::from(codes::INTERNAL).with_cause(cause),
         }
     }
 }
@@ -221,41 +411,38 @@ pub fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error 
     let api = match &error {
         JsonPayloadError::Overflow { limit }
         | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            codes::PAYLOAD_TOO_LARGE,
             format!("the JSON body exceeds {limit} bytes"),
         ),
         JsonPayloadError::ContentType => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            codes::UNSUPPORTED_MEDIA_TYPE,
             "expected Content-Type: application/json",
         ),
         JsonPayloadError::Deserialize(inner) if inner.is_data() => {
-            ApiError::unprocessable("invalid_body", inner.to_string())
+            ApiError::new(codes::INVALID_BODY, inner.to_string())
         }
         JsonPayloadError::Deserialize(inner) => {
-            ApiError::bad_request("invalid_json", format!("malformed JSON: {inner}"))
+            ApiError::new(codes::INVALID_JSON, format!("malformed JSON: {inner}"))
         }
-        _ => ApiError::bad_request("invalid_body", "the request body could not be read"),
+        _ => ApiError::new(codes::INVALID_BODY, "the request body could not be read"),
     };
     api.with_cause(error.to_string()).into()
 }
 
 /// A path parameter that does not parse: 400 in the envelope.
 pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_path", error.to_string()).into()
+    ApiError::new(codes::INVALID_PATH, error.to_string()).into()
 }
 
 /// A query string that does not parse: 400 in the envelope.
 pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_query", error.to_string()).into()
+    ApiError::new(codes::INVALID_QUERY, error.to_string()).into()
 }
 
 /// The app's default service: no route matched.
 pub async fn no_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
+        codes::NOT_FOUND,
         "no route matches this path",
     ))
 }
@@ -320,22 +507,31 @@ pub async fn envelope<B: MessageBody + 'static>(
 /// [`ApiError`]: a code from the status, and for 5xx no text from the error (it may hold a
 /// backend message) but the error itself in the log.
 fn default_body<B>(status: StatusCode, response: &HttpResponse<B>) -> ErrorBody {
-    let (code, message) = match status.as_u16() {
-        400 => ("bad_request", "the request is malformed"),
-        404 => ("not_found", "no route matches this path"),
-        405 => (
-            "method_not_allowed",
-            "this route does not accept this method",
-        ),
-        408 => ("request_timeout", "the request took too long to arrive"),
-        413 => ("payload_too_large", "the request body is too large"),
-        415 => ("unsupported_media_type", "unsupported content type"),
-        431 => ("headers_too_large", "the request headers are too large"),
-        503 => ("unavailable", "the service is unavailable; retry later"),
-        504 => ("timeout", "the request timed out"),
-        500..=599 => ("internal", "internal error"),
-        _ => ("error", status.canonical_reason().unwrap_or("error")),
+    let known = match status.as_u16() {
+        400 => Some(codes::BAD_REQUEST),
+        404 => Some(ErrorCode::new(
+            404,
+            "not_found",
+            "no route matches this path",
+        )),
+        405 => Some(codes::METHOD_NOT_ALLOWED),
+        408 => Some(codes::REQUEST_TIMEOUT),
+        413 => Some(codes::PAYLOAD_TOO_LARGE),
+        415 => Some(codes::UNSUPPORTED_MEDIA_TYPE),
+        431 => Some(codes::HEADERS_TOO_LARGE),
+        503 => Some(ErrorCode::new(
+            503,
+            "unavailable",
+            "the service is unavailable; retry later",
+        )),
+        504 => Some(ErrorCode::new(504, "timeout", "the request timed out")),
+        500..=599 => Some(codes::INTERNAL),
+        _ => None,
     };
+    let (code, message) = known.map_or_else(
+        || ("error", status.canonical_reason().unwrap_or("error")),
+        |known| (known.code, known.description),
+    );
     ErrorBody {
         code: Cow::Borrowed(code),
         message: message.to_owned(),

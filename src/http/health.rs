@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorEnvelope};
+use super::error::{codes, ApiError, ErrorEnvelope};
 use crate::state::EdgeState;
 
 /// The body of a passing probe.
@@ -50,11 +50,7 @@ pub async fn live() -> HttpResponse {
 )]
 pub async fn ready(state: web::Data<EdgeState>) -> Result<HttpResponse, ApiError> {
     if state.readiness.is_shutting_down() {
-        return Err(ApiError::unavailable(
-            "shutting_down",
-            "this instance is shutting down",
-            5,
-        ));
+        return Err(ApiError::from(codes::SHUTTING_DOWN).retry_after(5));
     }
     let reports = state.pings.checks(&state.metrics).await;
     let down = |required: bool| -> Vec<&'static str> {
@@ -94,8 +90,10 @@ pub async fn ready(state: web::Data<EdgeState>) -> Result<HttpResponse, ApiError
         .map(|name| format!("{name} is down"))
         .collect();
     reasons.extend(degraded.iter().map(|name| format!("{name} is degraded")));
-    Err(
-        ApiError::unavailable("not_ready", format!("not ready: {}", reasons.join(", ")), 1)
-            .with_details(json!({"checks": checks, "degraded": degraded})),
+    Err(ApiError::new(
+        codes::NOT_READY,
+        format!("not ready: {}", reasons.join(", ")),
     )
+    .retry_after(1)
+    .with_details(json!({"checks": checks, "degraded": degraded})))
 }

@@ -11,13 +11,13 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use actix_web::http::{ConnectionType, StatusCode};
+use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpResponse};
 use futures::{Stream, StreamExt};
 
-use super::error::ApiError;
+use super::error::{codes, ApiError};
 
 /// The limits this middleware enforces (`server.max_head_size`, `server.body_timeout`).
 #[derive(Clone, Copy)]
@@ -53,8 +53,7 @@ pub async fn request_limits(
             .sum::<usize>();
     if head > limits.max_head_size {
         let refusal = refuse(ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "head_too_large",
+            codes::HEAD_TOO_LARGE,
             format!(
                 "the request line and headers are at most {} bytes",
                 limits.max_head_size
@@ -81,8 +80,7 @@ pub async fn request_limits(
         return Ok(response.map_into_left_body());
     }
     let refusal = refuse(ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "body_timeout",
+        codes::BODY_TIMEOUT,
         format!(
             "the request body did not arrive within {} ms",
             limits.body_timeout.as_millis()

@@ -14,8 +14,12 @@ use crate::state::EdgeState;
 /// What is running.
 #[derive(Serialize, ToSchema)]
 pub struct Version {
+    /// The service's name.
     name: &'static str,
+    /// The service's version.
     version: &'static str,
+    /// The steward framework's version.
+    steward: &'static str,
     /// Short commit hash of the build, "unknown" outside a git checkout.
     git_commit: &'static str,
     /// RFC 3339.
@@ -29,12 +33,13 @@ pub struct Version {
     tag = "meta",
     responses((status = 200, description = "The build", body = Version))
 )]
-pub async fn version() -> HttpResponse {
+pub async fn version(state: web::Data<EdgeState>) -> HttpResponse {
     let built = SystemTime::UNIX_EPOCH
         + Duration::from_secs(env!("STEWARD_BUILD_UNIX").parse().unwrap_or(0));
     HttpResponse::Ok().json(Version {
-        name: env!("CARGO_PKG_NAME"),
-        version: env!("CARGO_PKG_VERSION"),
+        name: state.service,
+        version: state.version,
+        steward: env!("CARGO_PKG_VERSION"),
         git_commit: env!("STEWARD_GIT_COMMIT"),
         build_time: humantime::format_rfc3339_seconds(built).to_string(),
     })
@@ -64,4 +69,11 @@ pub async fn metrics_for_admin(
     state: web::Data<EdgeState>,
 ) -> Result<HttpResponse, ApiError> {
     metrics(state).await
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 document of steward's routes and the service's.
+pub async fn openapi(state: web::Data<EdgeState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi.to_string())
 }

@@ -1,29 +1,21 @@
-//! The HTTP edge: the actix-web server, its middleware and its routes.
+//! The HTTP edge: the actix-web server, its middleware, steward's own routes (health,
+//! metrics, version, OpenAPI, admin) and the service's routes inside it.
 
-mod accounts;
-mod admin;
-#[cfg(feature = "bench-routes")]
-pub mod bench_routes;
-mod client;
+pub(crate) mod admin;
+pub mod client;
 mod drain;
 pub mod error;
 mod head;
-mod health;
-mod idempotency;
-mod jobs;
-mod kv;
+pub(crate) mod health;
 mod limits;
-mod locks;
-mod meta;
+pub(crate) mod meta;
 mod observe;
-mod openapi;
-mod pagination;
+pub mod pagination;
 mod ratelimit;
 pub mod request_id;
 mod security;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
-mod transfers;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -33,7 +25,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::ServerSettings;
-use crate::state::{AppState, EdgeState, MetricsRoute};
+use crate::context::Context;
+use crate::service::Routes;
+use crate::state::{EdgeState, MetricsRoute};
 
 /// Builds the server on an already bound `listener` (bound once at start-up, so a restart of
 /// the HTTP child reuses the port and a bind error surfaces before anything starts).
@@ -45,13 +39,11 @@ pub fn server(
     http_timeout: Duration,
     listener: TcpListener,
     edge: EdgeState,
-    state: AppState,
+    context: Context,
+    service_routes: Vec<Routes>,
 ) -> std::io::Result<Server> {
-    #[cfg(feature = "bench-routes")]
-    let direct = web::Data::from(std::sync::Arc::clone(&state.direct));
     let (admin_enabled, metrics_route) = (edge.admin_token.is_some(), edge.metrics_route);
     let edge = web::Data::new(edge);
-    let data = web::Data::new(state);
     let admin_throttle = web::Data::new(admin::AuthThrottle::default());
     let limits = settings.clone();
     let request_limits = limits::RequestLimits {
@@ -61,7 +53,7 @@ pub fn server(
     let mut server = HttpServer::new(move || {
         let app = App::new()
             .app_data(edge.clone())
-            .app_data(data.clone())
+            .app_data(context.clone())
             .app_data(admin_throttle.clone())
             .app_data(
                 web::JsonConfig::default()
@@ -71,11 +63,12 @@ pub fn server(
             .app_data(web::PayloadConfig::new(limits.max_body_size))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
-            .configure(|cfg| routes(cfg, admin_enabled, metrics_route));
-        #[cfg(feature = "bench-routes")]
-        let app = app.app_data(direct.clone()).service(
-            web::resource("/bench/kv-direct/{key}").route(web::get().to(bench_routes::kv_get)),
-        );
+            .configure(|cfg| {
+                routes(cfg, admin_enabled, metrics_route);
+                for service_routes in &service_routes {
+                    service_routes(cfg);
+                }
+            });
         app.default_service(web::to(error::no_route))
             // Outermost last: the request id exists before anything logs, the envelope is
             // written (for a 429 too) before the telemetry sees the final status.
@@ -122,6 +115,7 @@ pub fn metrics_server(listener: TcpListener, edge: EdgeState) -> std::io::Result
     Ok(server.listen(listener)?.run())
 }
 
+/// steward's own routes, mounted on every service.
 fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool, metrics: MetricsRoute) {
     match metrics {
         MetricsRoute::Public => {
@@ -135,35 +129,7 @@ fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool, metrics: MetricsRou
     cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/version").route(web::get().to(meta::version)))
-        .service(web::resource("/openapi.json").route(web::get().to(openapi::document)))
-        .service(
-            web::resource("/v1/kv/{key}")
-                .route(web::get().to(kv::get))
-                .route(web::put().to(kv::put))
-                .route(web::delete().to(kv::delete)),
-        )
-        .service(
-            web::resource("/v1/accounts")
-                .route(web::get().to(accounts::list))
-                .route(web::post().to(accounts::create)),
-        )
-        .service(web::resource("/v1/accounts/{id}").route(web::get().to(accounts::get)))
-        .service(
-            web::resource("/v1/accounts/{id}/transfers").route(web::get().to(accounts::transfers)),
-        )
-        .service(web::resource("/v1/transfers").route(web::post().to(transfers::create)))
-        // Before /v1/jobs/{id}: routes match in the order they are registered.
-        .service(web::resource("/v1/jobs/dead").route(web::get().to(jobs::dead)))
-        .service(web::resource("/v1/jobs/dead/{id}/retry").route(web::post().to(jobs::retry)))
-        .service(web::resource("/v1/jobs").route(web::post().to(jobs::create)))
-        .service(web::resource("/v1/jobs/{id}").route(web::get().to(jobs::get)))
-        .service(
-            web::resource("/v1/locks/{name}")
-                .route(web::post().to(locks::acquire))
-                .route(web::put().to(locks::extend))
-                .route(web::delete().to(locks::release))
-                .route(web::get().to(locks::inspect)),
-        );
+        .service(web::resource("/openapi.json").route(web::get().to(meta::openapi)));
     if admin_enabled {
         cfg.service(web::resource("/admin/actors").route(web::get().to(admin::actors)))
             .service(web::resource("/admin/log-level").route(web::put().to(admin::set_log_level)));

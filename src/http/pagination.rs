@@ -1,9 +1,10 @@
-//! Keyset pagination parameters shared by the list endpoints.
+//! Keyset pagination for list routes: `?limit=&cursor=` in, `{items, next_cursor}` out, with
+//! cursors opaque to clients.
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{codes, ApiError};
 
 /// `?limit=&cursor=` as sent.
 #[derive(Deserialize, IntoParams)]
@@ -21,7 +22,9 @@ pub struct PageQuery {
 /// One page of a list: its items, and the cursor of the next page (absent on the last).
 #[derive(Serialize, ToSchema)]
 pub struct Page<T> {
+    /// The items of this page, in the list's order.
     pub items: Vec<T>,
+    /// Where the next page starts; absent on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -38,7 +41,9 @@ impl<T> Page<T> {
 
 /// A validated page request: how many items, and the key to continue from.
 pub struct PageRequest {
+    /// Items per page, 1-100.
     pub limit: i64,
+    /// The key the page continues after; `None` for the first page.
     pub after: Option<i64>,
 }
 
@@ -56,10 +61,7 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(20),
         Some(limit @ 1..=100) => Ok(limit),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit is from 1 to 100",
-        )),
+        Some(_) => Err(codes::INVALID_LIMIT.into()),
     }
 }
 
@@ -73,9 +75,7 @@ fn decode(cursor: &str) -> Result<i64, ApiError> {
         .strip_prefix('c')
         .and_then(|hex| i64::from_str_radix(hex, 16).ok())
         .filter(|key| *key >= 0)
-        .ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "the cursor is not one this API returned")
-        })
+        .ok_or_else(|| ApiError::from(codes::INVALID_CURSOR))
 }
 
 #[cfg(test)]

@@ -8,13 +8,12 @@ use std::time::Duration;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use steward_actors::ratelimit::{canonical_path, Check, Decision, Policy, Reservations, Source};
 
 use super::client;
-use super::error::ApiError;
+use super::error::{codes, ApiError};
 use crate::state::EdgeState;
 
 const POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -61,17 +60,9 @@ pub async fn rate_limit<B: MessageBody + 'static>(
     let (policy, decision) = tightest.expect("at least one policy covers the request");
     if !decision.allowed && !policy.dry_run {
         let error = if decision.source == Source::Refused {
-            ApiError::unavailable(
-                "rate_limiter_unavailable",
-                "the rate limiter cannot decide; retry later",
-                1,
-            )
+            ApiError::from(codes::RATE_LIMITER_UNAVAILABLE).retry_after(1)
         } else {
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests; slow down",
-            );
+            let mut error = ApiError::from(codes::RATE_LIMITED);
             for (name, value) in headers(policy, &decision) {
                 error = error.with_header(name, value);
             }

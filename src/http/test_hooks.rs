@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use steward_actors::store::Crash;
 
-use super::error::ApiError;
-use crate::state::AppState;
+use super::error::{codes, ApiError};
+use crate::context::Context;
 
 #[derive(Deserialize)]
 pub struct Slow {
@@ -26,38 +25,26 @@ pub async fn slow(query: web::Query<Slow>) -> HttpResponse {
 
 /// `GET /test/db-sleep?ms=N`: a database statement that runs N milliseconds, to check that
 /// the query deadline answers in time and stops the statement on the server.
-pub async fn db_sleep(
-    query: web::Query<Slow>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn db_sleep(query: web::Query<Slow>, ctx: Context) -> Result<HttpResponse, ApiError> {
     let seconds = query.ms as f64 / 1000.0;
     let sleep = steward_actors::db::Query {
         name: "test_sleep",
         sql: "SELECT pg_sleep($1)",
         params: vec![Box::new(seconds)],
     };
-    state.db()?.send(sleep).await??;
+    ctx.db()?.send(sleep).await??;
     Ok(HttpResponse::Ok().json(json!({ "slept_ms": query.ms })))
 }
 
 /// `POST /test/crash/{store}`: makes the named store actor panic.
-pub async fn crash(
-    store: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn crash(store: web::Path<String>, ctx: Context) -> Result<HttpResponse, ApiError> {
     let sent = match store.as_str() {
-        "redis" => state.cache.get().map(|addr| addr.do_send(Crash)),
-        "postgres" => state.db.get().map(|addr| addr.do_send(Crash)),
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such store",
-            ))
-        }
+        "redis" => ctx.stores().cache.get().map(|addr| addr.do_send(Crash)),
+        "postgres" => ctx.stores().db.get().map(|addr| addr.do_send(Crash)),
+        _ => return Err(ApiError::new(codes::NOT_FOUND, "no such store")),
     };
     match sent {
         Some(()) => Ok(HttpResponse::Accepted().finish()),
-        None => Err(ApiError::unavailable("unavailable", "store not started", 1)),
+        None => Err(ApiError::new(codes::UNAVAILABLE, "store not started").retry_after(1)),
     }
 }

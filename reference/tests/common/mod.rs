@@ -14,11 +14,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use steward::app::Application;
 use steward::config::{self, Loaded, Settings, Sources};
-use steward::migrations::MIGRATIONS;
-use steward::telemetry;
+use steward::{telemetry, Application};
 use steward_actors::migrations::migrate;
+use steward_reference::migrations::MIGRATIONS;
 use tokio_postgres::NoTls;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -35,9 +34,9 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// The repository root (the steward package).
+/// The repository root (the workspace, above the reference service's crate).
 pub fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 pub fn config_dir() -> PathBuf {
@@ -220,7 +219,7 @@ pub fn test_settings(db: &TestDb, vars: &[(&str, &str)]) -> Result<Loaded, confi
         ("STEWARD__ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
     ];
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    config::load(&Sources {
+    steward_reference::service().load_config(&Sources {
         config_dir: config_dir(),
         env_name: Some("test".into()),
         config_file: None,
@@ -258,7 +257,9 @@ pub async fn spawn_app_unchecked(vars: &[(&str, &str)]) -> TestApp {
     let loaded = test_settings(&db, vars).expect("test configuration is valid");
     let level = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
     let log = telemetry::init(&level, loaded.settings.log.format);
-    let app = Application::start(&loaded.settings, log).expect("the app starts");
+    let app = steward_reference::service()
+        .start(&loaded, log)
+        .expect("the app starts");
     let addr = app.addr;
     TestApp {
         app,

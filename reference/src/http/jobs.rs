@@ -3,18 +3,20 @@
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use steward_actors::jobs::{DeadJob, Enqueue, GetJob, JobStatus, ListDead, RetryDead};
 use steward_actors::StoreError;
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ErrorEnvelope};
+use steward::http::error::ErrorEnvelope;
+use steward::ApiError;
+
 use super::idempotency;
-use super::openapi::JobId;
-use super::pagination::{page_limit, Page};
-use crate::state::AppState;
+use crate::errors;
+use crate::openapi::JobId;
+use steward::http::pagination::{page_limit, Page};
+use steward::Context;
 
 /// What a client refused by a full queue is told to wait, in seconds.
 const QUEUE_FULL_RETRY_SECS: u64 = 5;
@@ -51,16 +53,13 @@ pub struct JobAccepted {
 
 /// 503 while `workers.max_queued` jobs wait: the workers will make room.
 fn queue_full(cause: String) -> ApiError {
-    ApiError::unavailable(
-        "queue_full",
-        "the job queue is full; retry later",
-        QUEUE_FULL_RETRY_SECS,
-    )
-    .with_cause(cause)
+    ApiError::from(errors::QUEUE_FULL)
+        .retry_after(QUEUE_FULL_RETRY_SECS)
+        .with_cause(cause)
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "job_not_found", "no such job")
+    errors::JOB_NOT_FOUND.into()
 }
 
 /// Job ids are what the queue hands out: 32 hex digits.
@@ -88,33 +87,24 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
     )
 )]
 pub async fn create(
-    state: web::Data<AppState>,
+    ctx: Context,
     req: HttpRequest,
     body: web::Json<NewJob>,
 ) -> Result<HttpResponse, ApiError> {
     let job = body.into_inner();
-    if !state.job_kinds.contains(&job.kind.as_str()) {
-        return Err(ApiError::unprocessable(
-            "unknown_job_kind",
-            format!(
-                "no job kind {:?}; known kinds: {}",
-                job.kind,
-                state.job_kinds.join(", ")
-            ),
-        ));
+    let jobs = ctx.jobs();
+    if !jobs.knows(&job.kind) {
+        let known = jobs.kinds().join(", ");
+        let message = format!("no job kind {:?}; known kinds: {known}", job.kind);
+        return Err(ApiError::new(errors::UNKNOWN_JOB_KIND, message));
     }
-    let max_attempts = job.max_attempts.unwrap_or(state.default_max_attempts);
+    let max_attempts = job.max_attempts.unwrap_or(jobs.default_attempts());
     if !(1..=25).contains(&max_attempts) {
-        return Err(ApiError::unprocessable(
-            "invalid_max_attempts",
-            "max_attempts is from 1 to 25",
-        ));
+        return Err(errors::INVALID_MAX_ATTEMPTS.into());
     }
     if job.delay_ms > MAX_DELAY_MS {
-        return Err(ApiError::unprocessable(
-            "invalid_delay",
-            format!("delay_ms is from 0 to {MAX_DELAY_MS}"),
-        ));
+        let message = format!("delay_ms is from 0 to {MAX_DELAY_MS}");
+        return Err(ApiError::new(errors::INVALID_DELAY, message));
     }
     let idempotency_key = idempotency::scoped_key(&req)?;
     let enqueue = Enqueue {
@@ -124,15 +114,11 @@ pub async fn create(
         delay: Duration::from_millis(job.delay_ms),
         idempotency_key,
     };
-    let enqueued = state
-        .jobs()?
-        .send(enqueue)
-        .await?
-        .map_err(|error| match error {
-            StoreError::Invalid(message) => ApiError::unprocessable("unknown_job_kind", message),
-            StoreError::Full(cause) => queue_full(cause),
-            other => other.into(),
-        })?;
+    let enqueued = jobs.submit(enqueue).await.map_err(|error| match error {
+        StoreError::Invalid(message) => ApiError::new(errors::UNKNOWN_JOB_KIND, message),
+        StoreError::Full(cause) => queue_full(cause),
+        other => other.into(),
+    })?;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/jobs/{}", enqueued.id)))
         .json(JobAccepted {
@@ -153,13 +139,11 @@ pub async fn create(
         (status = 404, description = "No such job (or its status expired)", body = ErrorEnvelope),
     )
 )]
-pub async fn get(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(ctx: Context, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     valid_id(&id)?;
-    let status = state
-        .jobs()?
+    let status = ctx
+        .jobs()
+        .worker(None)?
         .send(GetJob {
             id: id.into_inner(),
         })
@@ -189,10 +173,7 @@ pub struct DeadQuery {
     params(DeadQuery),
     responses((status = 200, description = "Dead letters, oldest first", body = Page<DeadJob>))
 )]
-pub async fn dead(
-    state: web::Data<AppState>,
-    query: web::Query<DeadQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn dead(ctx: Context, query: web::Query<DeadQuery>) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(query.limit)? as usize;
     // Cursors are dead-letter entry ids ("<ms>-<seq>"), opaque to clients.
     if let Some(cursor) = &query.cursor {
@@ -203,14 +184,12 @@ pub async fn dead(
                 .all(|n| n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<u64>().is_ok())
         });
         if !ok {
-            return Err(ApiError::bad_request(
-                "invalid_cursor",
-                "the cursor is not one this API returned",
-            ));
+            return Err(steward::codes::INVALID_CURSOR.into());
         }
     }
-    let items = state
-        .jobs()?
+    let items = ctx
+        .jobs()
+        .worker(None)?
         .send(ListDead {
             after: query.cursor.clone(),
             limit: limit + 1,
@@ -231,14 +210,12 @@ pub async fn dead(
         (status = 404, description = "No such dead job", body = ErrorEnvelope),
     )
 )]
-pub async fn retry(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn retry(ctx: Context, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     valid_id(&id)?;
     let id = id.into_inner();
-    let retried = state
-        .jobs()?
+    let retried = ctx
+        .jobs()
+        .worker(None)?
         .send(RetryDead { id: id.clone() })
         .await?
         .map_err(|error| match error {
@@ -254,10 +231,6 @@ pub async fn retry(
                 created: None,
             }))
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "dead_job_not_found",
-            "no dead job with this id",
-        ))
+        Err(errors::DEAD_JOB_NOT_FOUND.into())
     }
 }

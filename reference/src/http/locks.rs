@@ -2,18 +2,20 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderName;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use steward_actors::lock::{self, Acquire, Acquired, Extend, Holder, Inspect, Release};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorEnvelope};
+use steward::http::error::ErrorEnvelope;
+use steward::ApiError;
+
 use super::kv::valid_key;
-use super::openapi::LockName;
-use crate::state::AppState;
+use crate::errors;
+use crate::openapi::LockName;
+use steward::Context;
 
 const LOCK_TOKEN: HeaderName = HeaderName::from_static("lock-token");
 
@@ -71,19 +73,12 @@ fn ttl(ms: u64) -> Result<Duration, ApiError> {
     if (100..=600_000).contains(&ms) {
         Ok(Duration::from_millis(ms))
     } else {
-        Err(ApiError::unprocessable(
-            "invalid_ttl",
-            "ttl_ms is from 100 to 600000",
-        ))
+        Err(errors::INVALID_LOCK_TTL.into())
     }
 }
 
 fn not_owner() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "not_lock_owner",
-        "this token does not hold the lock",
-    )
+    errors::NOT_LOCK_OWNER.into()
 }
 
 /// Unix milliseconds as RFC 3339.
@@ -107,17 +102,14 @@ fn timestamp(unix_ms: i64) -> String {
     )
 )]
 pub async fn acquire(
-    state: web::Data<AppState>,
+    ctx: Context,
     name: web::Path<String>,
     body: web::Json<AcquireBody>,
 ) -> Result<HttpResponse, ApiError> {
     valid_key(&name)?;
     let ttl = ttl(body.ttl_ms)?;
     if body.wait_ms > 30_000 {
-        return Err(ApiError::unprocessable(
-            "invalid_wait",
-            "wait_ms is from 0 to 30000",
-        ));
+        return Err(errors::INVALID_WAIT.into());
     }
     let acquire = Acquire {
         name: lock::LockName::client(name.into_inner()),
@@ -125,7 +117,7 @@ pub async fn acquire(
         wait: Duration::from_millis(body.wait_ms),
         holder: Holder::Client,
     };
-    match state.locks()?.send(acquire).await?? {
+    match ctx.locks()?.send(acquire).await?? {
         Acquired::Granted(lease) => Ok(HttpResponse::Created().json(LeaseGranted {
             name: lease.name.name,
             token: lease.token,
@@ -134,13 +126,9 @@ pub async fn acquire(
         })),
         Acquired::Held { retry_after } => {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "lock_held",
-                "another holder has this lock",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
-            .with_details(json!({"retry_after_ms": retry_after.as_millis() as u64})))
+            Err(ApiError::from(errors::LOCK_HELD)
+                .retry_after(secs)
+                .with_details(json!({"retry_after_ms": retry_after.as_millis() as u64})))
         }
     }
 }
@@ -160,7 +148,7 @@ pub async fn acquire(
     )
 )]
 pub async fn extend(
-    state: web::Data<AppState>,
+    ctx: Context,
     name: web::Path<String>,
     body: web::Json<ExtendBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -171,7 +159,7 @@ pub async fn extend(
         token,
         ttl: ttl(ttl_ms)?,
     };
-    match state.locks()?.send(extend).await?? {
+    match ctx.locks()?.send(extend).await?? {
         Some(expires_at_ms) => Ok(HttpResponse::Ok().json(LeaseExtended {
             name: name.into_inner(),
             expires_at: timestamp(expires_at_ms),
@@ -192,7 +180,7 @@ pub async fn extend(
     )
 )]
 pub async fn release(
-    state: web::Data<AppState>,
+    ctx: Context,
     name: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
@@ -202,14 +190,12 @@ pub async fn release(
         .get(LOCK_TOKEN)
         .and_then(|v| v.to_str().ok())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request("missing_lock_token", "send the lock's token in Lock-Token")
-        })?;
+        .ok_or_else(|| ApiError::from(errors::MISSING_LOCK_TOKEN))?;
     let release = Release {
         name: lock::LockName::client(name.into_inner()),
         token: token.to_owned(),
     };
-    if state.locks()?.send(release).await?? {
+    if ctx.locks()?.send(release).await?? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(not_owner())
@@ -225,12 +211,9 @@ pub async fn release(
     params(LockName),
     responses((status = 200, description = "The lock's state", body = LockInfo))
 )]
-pub async fn inspect(
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn inspect(ctx: Context, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     valid_key(&name)?;
-    let lock = state
+    let lock = ctx
         .locks()?
         .send(Inspect {
             name: lock::LockName::client(name.as_str()),

@@ -6,10 +6,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use steward_actors::cache::Delete;
 
 use super::accounts::cache_key;
-use super::error::{ApiError, ErrorEnvelope};
+use steward::http::error::ErrorEnvelope;
+use steward::ApiError;
+
 use super::idempotency;
+use crate::errors;
 use crate::ledger::{self, Transfer, TransferAnswer, TransferRefusal, TransferRequest};
-use crate::state::AppState;
+use steward::Context;
 
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -30,49 +33,34 @@ const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
     )
 )]
 pub async fn create(
-    state: web::Data<AppState>,
+    ctx: Context,
     req: HttpRequest,
     body: web::Json<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency::scoped_key(&req)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_idempotency_key",
-            "transfers need an Idempotency-Key header",
-        )
-    })?;
+    let key = idempotency::scoped_key(&req)?
+        .ok_or_else(|| ApiError::from(errors::MISSING_IDEMPOTENCY_KEY))?;
     let request = body.into_inner();
     if request.amount <= 0 {
-        return Err(ApiError::unprocessable(
-            "invalid_amount",
-            "amount is an integer > 0",
-        ));
+        return Err(errors::INVALID_AMOUNT.into());
     }
     if request.from == request.to {
-        return Err(ApiError::unprocessable(
-            "same_account",
-            "from and to must differ",
-        ));
+        return Err(errors::SAME_ACCOUNT.into());
     }
-    let answer = match ledger::transfer(&state.db()?, key, request).await {
+    let answer = match ledger::transfer(&ctx.db()?, key, request).await {
         Ok(answer) => answer,
-        Err(TransferRefusal::KeyReused) => {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request",
-            ))
-        }
+        Err(TransferRefusal::KeyReused) => return Err(errors::IDEMPOTENCY_KEY_REUSED.into()),
         Err(TransferRefusal::Store(error)) => return Err(error.into()),
     };
     if answer.status == 201 && !answer.replayed {
-        invalidate(&state, [request.from, request.to]).await;
+        invalidate(&ctx, [request.from, request.to]).await;
     }
     respond(answer)
 }
 
 /// Deletes the cached accounts after the commit. A failure leaves at most an entry that
-/// expires with `cache.account_ttl`; the transfer itself stands.
-async fn invalidate(state: &AppState, ids: [i64; 2]) {
-    let Ok(cache) = state.cache() else { return };
+/// expires with `accounts.cache_ttl`; the transfer itself stands.
+async fn invalidate(ctx: &Context, ids: [i64; 2]) {
+    let Ok(cache) = ctx.cache() else { return };
     for id in ids {
         let outcome = match cache.send(Delete { key: cache_key(id) }).await {
             Ok(outcome) => outcome,
@@ -93,10 +81,17 @@ fn respond(answer: TransferAnswer) -> Result<HttpResponse, ApiError> {
             .insert_header((REPLAYED, replayed))
             .json(answer.body));
     }
-    let code = answer.body["code"].as_str().unwrap_or("error").to_owned();
+    let name = answer.body["code"].as_str().unwrap_or_default();
     let message = answer.body["message"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    Err(ApiError::new(status, code, message).with_header(REPLAYED, replayed))
+    let Some(code) = errors::find(answer.status, name) else {
+        let cause = format!(
+            "a stored answer has an unknown code: {} {name}",
+            answer.status
+        );
+        return Err(ApiError::from(steward::codes::INTERNAL).with_cause(cause));
+    };
+    Err(ApiError::new(code, message).with_header(REPLAYED, replayed))
 }

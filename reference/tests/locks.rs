@@ -177,7 +177,8 @@ async fn hold(app: &TestApp, name: &str, ttl: Duration, keep_alive: Option<Durat
     };
     match app
         .app
-        .stores
+        .context
+        .stores()
         .locks
         .get()
         .unwrap()
@@ -196,7 +197,7 @@ async fn service_lock_held(app: &TestApp, name: &str) -> bool {
     let inspect = Inspect {
         name: LockName::service(name),
     };
-    let locks = app.app.stores.locks.get().unwrap();
+    let locks = app.app.context.stores().locks.get().unwrap();
     locks.send(inspect).await.unwrap().unwrap().held
 }
 

@@ -1,7 +1,7 @@
 //! `/v1/accounts`: the ledger's accounts, read through the cache.
 
 use actix::Addr;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::FutureExt;
 use serde::Deserialize;
@@ -10,11 +10,15 @@ use steward_actors::db::DbActor;
 use steward_actors::StoreError;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorEnvelope};
-use super::openapi::AccountId;
-use super::pagination::{encode, Page, PageQuery};
+use steward::http::error::ErrorEnvelope;
+use steward::ApiError;
+
+use crate::config::AccountsConfig;
+use crate::errors;
 use crate::ledger::{self, Account, Transfer};
-use crate::state::AppState;
+use crate::openapi::AccountId;
+use steward::http::pagination::{encode, Page, PageQuery};
+use steward::Context;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,8 +37,7 @@ pub fn cache_key(id: i64) -> String {
 
 fn not_found(id: i64) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "account_not_found",
+        errors::ACCOUNT_NOT_FOUND,
         format!("account {id} does not exist"),
     )
 }
@@ -52,28 +55,19 @@ fn not_found(id: i64) -> ApiError {
         (status = 422, description = "Well-formed JSON with invalid values", body = ErrorEnvelope),
     )
 )]
-pub async fn create(
-    state: web::Data<AppState>,
-    body: web::Json<NewAccount>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(ctx: Context, body: web::Json<NewAccount>) -> Result<HttpResponse, ApiError> {
     let NewAccount {
         name,
         initial_balance,
     } = body.into_inner();
     // PostgreSQL text cannot hold NUL; everything else is stored as data.
     if !(1..=100).contains(&name.chars().count()) || name.contains('\0') {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            "name is 1-100 characters, none of them NUL",
-        ));
+        return Err(errors::INVALID_NAME.into());
     }
     if initial_balance < 0 {
-        return Err(ApiError::unprocessable(
-            "invalid_balance",
-            "initial_balance is an integer >= 0",
-        ));
+        return Err(errors::INVALID_BALANCE.into());
     }
-    let account = ledger::create_account(&state.db()?, name, initial_balance).await?;
+    let account = ledger::create_account(&ctx.db()?, name, initial_balance).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/accounts/{}", account.id)))
         .json(account))
@@ -100,12 +94,12 @@ async fn load(db: &Addr<DbActor>, id: i64) -> Result<Option<Vec<u8>>, StoreError
     )
 )]
 pub async fn get(
-    state: web::Data<AppState>,
+    ctx: Context,
     id: web::Path<i64>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let db = state.db()?;
+    let db = ctx.db()?;
     let bypass = req
         .headers()
         .get(header::CACHE_CONTROL)
@@ -114,12 +108,12 @@ pub async fn get(
             v.split(',')
                 .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
         });
-    let cached = match state.cache.get().filter(|_| !bypass) {
+    let cached = match ctx.cache().ok().filter(|_| !bypass) {
         Some(cache) => {
             let loader_db = db.clone();
             let loader: Loader =
                 Box::new(move || async move { load(&loader_db, id).await }.boxed());
-            let ttl = state.api.account_ttl;
+            let ttl = ctx.config::<AccountsConfig>().cache_ttl;
             cache
                 .send(GetOrLoad {
                     key: cache_key(id),
@@ -151,12 +145,9 @@ pub async fn get(
     params(PageQuery),
     responses((status = 200, description = "Accounts by id", body = Page<Account>))
 )]
-pub async fn list(
-    state: web::Data<AppState>,
-    query: web::Query<PageQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(ctx: Context, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
-    let found = ledger::accounts(&state.db()?, page.after.unwrap_or(0), page.limit).await?;
+    let found = ledger::accounts(&ctx.db()?, page.after.unwrap_or(0), page.limit).await?;
     Ok(HttpResponse::Ok().json(Page::keyset(found, page.limit as usize, |a| encode(a.id))))
 }
 
@@ -172,14 +163,14 @@ pub async fn list(
     )
 )]
 pub async fn transfers(
-    state: web::Data<AppState>,
+    ctx: Context,
     id: web::Path<i64>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let page = query.parse()?;
     let before = page.after.unwrap_or(i64::MAX);
-    let found = ledger::transfers_of(&state.db()?, id, before, page.limit)
+    let found = ledger::transfers_of(&ctx.db()?, id, before, page.limit)
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok(HttpResponse::Ok().json(Page::keyset(found, page.limit as usize, |t| encode(t.id))))

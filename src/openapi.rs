@@ -1,50 +1,23 @@
-//! The OpenAPI 3 document of the whole API, generated from the handlers' annotations and the
-//! types they answer with, served at `GET /openapi.json`.
+//! The OpenAPI 3 document of a service, served at `GET /openapi.json`: steward's own routes
+//! (health, version, metrics, admin) from their annotations, merged with the paths and schemas
+//! the service hands to `Service::openapi`.
 //!
 //! Each handler lists its success and its own refusals (404, 409, 422, ...). What the edge can
 //! answer on any route (a malformed request, the body and head limits, rate limits, a store
 //! outage) is added to every operation by [`EdgeResponses`], so the document cannot forget a
-//! status a route can really return. CI runs schemathesis against it (`.ci/api-check`).
+//! status a route can really return; every error code (steward's and the service's) is listed
+//! under `x-error-codes` of the error envelope's schema.
 
-use std::sync::LazyLock;
-
-use actix_web::HttpResponse;
+use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
-use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, health, jobs, kv, locks, meta, transfers};
-
-/// `{key}` of the kv routes: 1-200 characters of `[A-Za-z0-9._:-]`.
-#[derive(IntoParams)]
-#[into_params(names("key"), parameter_in = Path)]
-#[allow(dead_code)] // a parameter's schema: utoipa reads it, no handler builds it
-pub struct Key(#[param(pattern = r"^[A-Za-z0-9._:-]{1,200}$")] String);
-
-/// `{name}` of the lock routes: the same alphabet as kv keys.
-#[derive(IntoParams)]
-#[into_params(names("name"), parameter_in = Path)]
-#[allow(dead_code)] // a parameter's schema: utoipa reads it, no handler builds it
-pub struct LockName(#[param(pattern = r"^[A-Za-z0-9._:-]{1,200}$")] String);
-
-/// `{id}` of the job routes: 32 hex digits, as `POST /v1/jobs` returned it.
-#[derive(IntoParams)]
-#[into_params(names("id"), parameter_in = Path)]
-#[allow(dead_code)] // a parameter's schema: utoipa reads it, no handler builds it
-pub struct JobId(#[param(pattern = "^[0-9a-f]{32}$")] String);
-
-/// `{id}` of the account routes.
-#[derive(IntoParams)]
-#[into_params(names("id"), parameter_in = Path)]
-#[allow(dead_code)] // a parameter's schema: utoipa reads it, no handler builds it
-pub struct AccountId(i64);
+use crate::http::error::{codes, ErrorCode};
+use crate::http::{admin, health, meta};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "steward",
-        description = "The reference REST service of the steward actor framework. Every error is `{\"error\": {\"code\", \"message\", \"request_id\"}}`.",
-    ),
     paths(
         health::live,
         health::ready,
@@ -52,26 +25,61 @@ pub struct AccountId(i64);
         meta::metrics,
         admin::actors,
         admin::set_log_level,
-        kv::get,
-        kv::put,
-        kv::delete,
-        accounts::list,
-        accounts::create,
-        accounts::get,
-        accounts::transfers,
-        transfers::create,
-        locks::acquire,
-        locks::extend,
-        locks::release,
-        locks::inspect,
-        jobs::create,
-        jobs::get,
-        jobs::dead,
-        jobs::retry,
     ),
-    modifiers(&EdgeResponses, &AdminToken),
+    components(schemas(crate::http::error::ErrorEnvelope))
 )]
-struct ApiDoc;
+struct StewardDoc;
+
+/// The whole document of a service, as JSON.
+pub(crate) fn document(
+    name: &str,
+    version: &str,
+    about: &str,
+    service: Option<Document>,
+    errors: &[ErrorCode],
+) -> String {
+    let mut document = StewardDoc::openapi();
+    if let Some(service) = service {
+        document.merge(service);
+    }
+    document.info.title = name.to_owned();
+    document.info.version = version.to_owned();
+    let envelope = "Every error is `{\"error\": {\"code\", \"message\", \"request_id\"}}`; `x-error-codes` on the ErrorEnvelope schema lists every code.";
+    document.info.description = Some(match about {
+        "" => envelope.to_owned(),
+        about => format!("{about} {envelope}"),
+    });
+    EdgeResponses.modify(&mut document);
+    AdminToken.modify(&mut document);
+    list_codes(&mut document, errors);
+    document.to_json().expect("the OpenAPI document serializes")
+}
+
+/// Puts every error code, steward's then the service's, on the envelope's schema as
+/// `x-error-codes: {code: {status, description}}`.
+fn list_codes(document: &mut Document, errors: &[ErrorCode]) {
+    let mut listed = serde_json::Map::new();
+    for code in codes::ALL.iter().chain(errors) {
+        listed.insert(
+            code.code.to_owned(),
+            serde_json::json!({"status": code.status, "description": code.description}),
+        );
+    }
+    let Some(components) = document.components.as_mut() else {
+        return;
+    };
+    if let Some(RefOr::T(utoipa::openapi::schema::Schema::Object(envelope))) =
+        components.schemas.get_mut("ErrorEnvelope")
+    {
+        let extensions = ExtensionsBuilder::new()
+            .add("x-error-codes", serde_json::Value::Object(listed))
+            .build();
+        envelope
+            .extensions
+            .get_or_insert_with(Default::default)
+            .merge(extensions);
+    }
+}
 
 /// Statuses the edge may answer on any route, with why.
 const EDGE: [(&str, &str); 8] = [
@@ -142,18 +150,4 @@ impl Modify for AdminToken {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
-}
-
-/// The document as JSON, built once.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi()
-        .to_json()
-        .expect("the OpenAPI document serializes")
-});
-
-/// `GET /openapi.json`: the OpenAPI 3 document of this API.
-pub async fn document() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(DOCUMENT.as_str())
 }

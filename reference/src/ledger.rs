@@ -5,10 +5,13 @@ use actix::Addr;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use steward::ErrorCode;
 use steward_actors::db::{pg_error, tx_work, DbActor, Param, Query, Transact};
 use steward_actors::StoreError;
 use tokio_postgres::types::Type;
 use tokio_postgres::{IsolationLevel, Row, Transaction};
+
+use crate::errors;
 
 /// An account of the reference ledger, as the API shows (and the cache keeps) it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -292,8 +295,8 @@ async fn move_money(
             .find(|r| r.get::<_, i64>(0) == id)
             .map(|r| r.get::<_, i64>(1))
     };
-    let refused = |status: u16, code: &str, message: String| {
-        Ok((status, json!({"code": code, "message": message})))
+    let refused = |code: ErrorCode, message: String| {
+        Ok((code.status, json!({"code": code.code, "message": message})))
     };
     let (Some(from_balance), Some(to_balance)) = (balance(request.from), balance(request.to))
     else {
@@ -303,15 +306,13 @@ async fn move_money(
             request.to
         };
         return refused(
-            404,
-            "account_not_found",
+            errors::ACCOUNT_NOT_FOUND,
             format!("account {missing} does not exist"),
         );
     };
     if from_balance < request.amount {
         return refused(
-            409,
-            "insufficient_funds",
+            errors::INSUFFICIENT_FUNDS,
             format!(
                 "account {} holds less than {}",
                 request.from, request.amount
@@ -320,8 +321,7 @@ async fn move_money(
     }
     if to_balance.checked_add(request.amount).is_none() {
         return refused(
-            422,
-            "amount_overflow",
+            errors::AMOUNT_OVERFLOW,
             format!("account {} cannot hold that much", request.to),
         );
     }

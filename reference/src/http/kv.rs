@@ -2,15 +2,18 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use steward_actors::cache::{Delete, Get, Set};
 use utoipa::IntoParams;
 
-use super::error::{ApiError, ErrorEnvelope};
-use super::openapi::Key;
-use crate::state::AppState;
+use steward::http::error::ErrorEnvelope;
+use steward::ApiError;
+
+use crate::config::KvConfig;
+use crate::errors;
+use crate::openapi::Key;
+use steward::Context;
 
 /// The longest TTL a client may ask for: 30 days.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -25,10 +28,7 @@ pub fn valid_key(key: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_key",
-            "keys are 1-200 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
-        ))
+        Err(errors::INVALID_KEY.into())
     }
 }
 
@@ -41,7 +41,7 @@ pub fn cache_key(key: &str) -> String {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PutQuery {
-    /// Seconds until the value expires, 1-2592000; `cache.kv_default_ttl` when absent.
+    /// Seconds until the value expires, 1-2592000; `kv.default_ttl` when absent.
     #[param(minimum = 1, maximum = 2592000)]
     ttl: Option<u64>,
 }
@@ -52,31 +52,32 @@ pub struct PutQuery {
     path = "/v1/kv/{key}",
     tag = "kv",
     params(Key, PutQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, any bytes up to `cache.max_value_size`"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, any bytes up to `kv.max_value_size`"),
     responses((status = 204, description = "Stored"))
 )]
 pub async fn put(
-    state: web::Data<AppState>,
+    ctx: Context,
     key: web::Path<String>,
     query: web::Query<PutQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     valid_key(&key)?;
+    let config = ctx.config::<KvConfig>();
     let ttl = match query.ttl {
-        None => state.api.kv_default_ttl,
+        None => config.default_ttl,
         Some(secs @ 1..=MAX_TTL_SECS) => Duration::from_secs(secs),
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_ttl",
+            return Err(ApiError::new(
+                errors::INVALID_TTL,
                 format!("ttl is a number of seconds from 1 to {MAX_TTL_SECS}"),
             ))
         }
     };
-    if body.len() > state.api.max_value_size {
+    let max_value_size = config.max_value_size;
+    if body.len() > max_value_size {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!("values are at most {} bytes", state.api.max_value_size),
+            errors::VALUE_TOO_LARGE,
+            format!("values are at most {max_value_size} bytes"),
         ));
     }
     let set = Set {
@@ -84,7 +85,7 @@ pub async fn put(
         value: body.to_vec(),
         ttl,
     };
-    state.cache()?.send(set).await??;
+    ctx.cache()?.send(set).await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -99,12 +100,9 @@ pub async fn put(
         (status = 404, description = "No value under this key", body = ErrorEnvelope),
     )
 )]
-pub async fn get(
-    state: web::Data<AppState>,
-    key: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(ctx: Context, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
     valid_key(&key)?;
-    let value = state
+    let value = ctx
         .cache()?
         .send(Get {
             key: cache_key(&key),
@@ -119,11 +117,7 @@ pub fn value_response(value: Option<Vec<u8>>) -> Result<HttpResponse, ApiError> 
         Some(value) => Ok(HttpResponse::Ok()
             .content_type("application/octet-stream")
             .body(value)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "key_not_found",
-            "no value under this key",
-        )),
+        None => Err(errors::KEY_NOT_FOUND.into()),
     }
 }
 
@@ -135,13 +129,9 @@ pub fn value_response(value: Option<Vec<u8>>) -> Result<HttpResponse, ApiError> 
     params(Key),
     responses((status = 204, description = "Gone, whether or not it existed"))
 )]
-pub async fn delete(
-    state: web::Data<AppState>,
-    key: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete(ctx: Context, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
     valid_key(&key)?;
-    state
-        .cache()?
+    ctx.cache()?
         .send(Delete {
             key: cache_key(&key),
         })

@@ -2,10 +2,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use steward::config::{load, ConfigError, Loaded, Origin, Sources};
+use steward::config::{ConfigError, Loaded, Origin, Sources};
+
+fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
+    steward_reference::service().load_config(sources)
+}
 
 fn sources(env_name: Option<&str>, file: Option<PathBuf>, vars: &[(&str, &str)]) -> Sources {
     Sources {
@@ -227,7 +231,7 @@ fn steward(args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_steward"));
     command
         .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .current_dir(common::manifest_dir())
         .env_remove("STEWARD_ENV")
         .env_remove("RUST_LOG");
     for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("STEWARD__")) {

@@ -2,6 +2,8 @@
 
 mod common;
 
+use steward_reference::config::KvConfig;
+
 use std::time::Duration;
 
 use common::proxy::TcpProxy;
@@ -98,7 +100,7 @@ async fn ttl_expires_values_and_is_validated() {
         .pttl(format!("{}kv:long", app.settings.redis.key_prefix))
         .await
         .unwrap();
-    let default_ms = app.settings.cache.kv_default_ttl.as_millis() as i64;
+    let default_ms = app.app.context.config::<KvConfig>().default_ttl.as_millis() as i64;
     assert!(
         ttl_ms > default_ms - 5_000 && ttl_ms <= default_ms,
         "{ttl_ms}"
@@ -127,7 +129,7 @@ async fn ttl_expires_values_and_is_validated() {
 
 #[actix_rt::test]
 async fn bad_keys_and_oversized_values_are_refused_and_store_nothing() {
-    let app = spawn_app_with(&[("STEWARD__CACHE__MAX_VALUE_SIZE", "16")]).await;
+    let app = spawn_app_with(&[("STEWARD__KV__MAX_VALUE_SIZE", "16")]).await;
     let long = "k".repeat(201);
     for key in [
         long.as_str(),

@@ -80,16 +80,17 @@ fn a_policy_prefix_must_be_canonical() {
     let (dir, db) = (common::config_dir(), "postgres://postgres@127.0.0.1/x");
     for prefix in ["/%761/", "/v1//", "/./v1/"] {
         let policy = format!(r#"[{{name = "p", prefix = "{prefix}", limit = 1, period = "1s"}}]"#);
-        let error = steward::config::load(&steward::config::Sources {
-            config_dir: dir.clone(),
-            env_name: Some("test".into()),
-            config_file: None,
-            vars: vec![
-                ("STEWARD__RATELIMIT__POLICIES".into(), policy),
-                ("STEWARD__POSTGRES__URL".into(), db.into()),
-            ],
-        })
-        .expect_err(prefix);
+        let error = steward_reference::service()
+            .load_config(&steward::config::Sources {
+                config_dir: dir.clone(),
+                env_name: Some("test".into()),
+                config_file: None,
+                vars: vec![
+                    ("STEWARD__RATELIMIT__POLICIES".into(), policy),
+                    ("STEWARD__POSTGRES__URL".into(), db.into()),
+                ],
+            })
+            .expect_err(prefix);
         assert_eq!(error.key, "ratelimit.policies", "{prefix}");
     }
 }

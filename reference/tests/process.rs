@@ -141,7 +141,7 @@ async fn healthcheck_subcommand_reports_liveness() {
     let run = |port: u16| {
         Command::new(binary())
             .arg("healthcheck")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(common::manifest_dir())
             .env("STEWARD_ENV", "test")
             .env("STEWARD__SERVER__PORT", port.to_string())
             .output()
@@ -209,7 +209,7 @@ async fn migrate_subcommand_is_safe_to_run_concurrently() {
     let migrate = || {
         Command::new(binary())
             .arg("migrate")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(common::manifest_dir())
             .env("STEWARD_ENV", "test")
             .env("STEWARD__LOG__LEVEL", "info")
             .env("STEWARD__POSTGRES__URL", &url)
@@ -241,7 +241,7 @@ async fn migrate_subcommand_is_safe_to_run_concurrently() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let expected: Vec<i32> = steward::migrations::MIGRATIONS
+    let expected: Vec<i32> = steward_reference::migrations::MIGRATIONS
         .iter()
         .map(|m| m.version)
         .collect();

@@ -1,15 +1,17 @@
 //! Routes compiled only with the `bench-routes` feature, for `bench/run`: the kv read without
 //! the actor hop, so the benchmark can put a figure on what the hop costs.
 
+use std::sync::OnceLock;
+
 use bb8::{Pool, PooledConnection};
 use bb8_redis::RedisConnectionManager;
 use tokio::sync::OnceCell;
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
+use steward::config::Settings;
+use steward::{ApiError, Context};
 
-use super::error::ApiError;
 use super::kv::{cache_key, valid_key, value_response};
-use crate::config::Settings;
 
 /// A Redis pool used straight from the handler, with the same connection strategy as the
 /// cache actor (one multiplexed connection leased from the pool and shared), so that the two
@@ -22,7 +24,7 @@ pub struct Direct {
 
 impl Direct {
     /// A pool of its own, built like the cache actor's and not yet connected.
-    pub fn new(settings: &Settings) -> Result<Self, steward_actors::managers::ManagerError> {
+    fn new(settings: &Settings) -> Result<Self, steward_actors::managers::ManagerError> {
         let manager = steward_actors::managers::redis_manager(&settings.redis.url)?;
         let pool = Pool::builder()
             .max_size(settings.redis.pool.max_size)
@@ -38,12 +40,16 @@ impl Direct {
 
 /// `GET /bench/kv-direct/{key}`: what `GET /v1/kv/{key}` does, minus the actor.
 pub async fn kv_get(
-    direct: web::Data<Direct>,
-    key: web::Path<String>,
+    ctx: Context,
+    key: actix_web::web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     valid_key(&key)?;
-    let unavailable =
-        |e: String| ApiError::unavailable("unavailable", "redis is unavailable", 1).with_cause(e);
+    let unavailable = |e: String| {
+        ApiError::new(steward::codes::UNAVAILABLE, "redis is unavailable")
+            .retry_after(1)
+            .with_cause(e)
+    };
+    let direct = direct(&ctx).map_err(|e| unavailable(e.to_string()))?;
     let lease = direct
         .lease
         .get_or_try_init(|| direct.pool.get_owned())
@@ -56,4 +62,14 @@ pub async fn kv_get(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     value_response(value)
+}
+
+/// The process's one [`Direct`], built on first use from the service's settings.
+fn direct(ctx: &Context) -> Result<&'static Direct, steward_actors::managers::ManagerError> {
+    static DIRECT: OnceLock<Direct> = OnceLock::new();
+    if let Some(direct) = DIRECT.get() {
+        return Ok(direct);
+    }
+    let built = Direct::new(ctx.settings())?;
+    Ok(DIRECT.get_or_init(|| built))
 }

@@ -7,13 +7,11 @@
 //! identities never hold `|`, so no key of one client can spell a key of another.
 
 use actix_web::http::header::HeaderName;
-use std::sync::Arc;
+use actix_web::HttpRequest;
+use steward::http::client;
+use steward::ApiError;
 
-use actix_web::{web, HttpRequest};
-
-use super::client;
-use super::error::ApiError;
-use crate::state::EdgeState;
+use crate::errors;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
@@ -27,16 +25,7 @@ pub fn scoped_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         .to_str()
         .ok()
         .filter(|key| (1..=255).contains(&key.len()))
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key is 1-255 visible ASCII characters",
-            )
-        })?;
-    let trusted = req
-        .app_data::<web::Data<EdgeState>>()
-        .map(|edge| Arc::clone(&edge.trusted_proxies))
-        .unwrap_or_default();
-    let client = client::identity(req, &trusted);
+        .ok_or_else(|| ApiError::from(errors::INVALID_IDEMPOTENCY_KEY))?;
+    let client = client::identity_of(req);
     Ok(Some(format!("{client}|{key}")))
 }
