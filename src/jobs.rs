@@ -123,10 +123,7 @@ pub(crate) struct Declared {
 
 impl Declared {
     /// `J` on `queue`, run on demand, or every `interval` when one is given.
-    pub fn new<J: Job>(
-        queue: Option<String>,
-        interval: Option<Interval>,
-    ) -> Self {
+    pub fn new<J: Job>(queue: Option<String>, interval: Option<Interval>) -> Self {
         let register: Register = match interval {
             None => Box::new(|registry, ctx| registry.with(Typed::<J>::new(ctx.clone()))),
             Some(interval) => Box::new(move |registry, ctx| {

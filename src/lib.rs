@@ -33,6 +33,7 @@ pub mod prelude {
     pub use crate::jobs::{Job, JobError, JobRun};
     pub use crate::{ApiError, Backends, Context, Criticality, ErrorCode, Service};
     pub use actix_web::{web, HttpResponse};
+    pub use serde_json::{json, Value};
     pub use steward_actors::{Phase, Restart, Stop, Tier};
 }
 

@@ -9,12 +9,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Handler};
-use actix_web::web::ServiceConfig;
+use actix::Actor;
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{FromRequest, Handler, Responder};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use steward_actors::migrations::Migration;
-use steward_actors::{ChildSpec, Phase, Slot, Stop, SupervisorConfig, Tier};
+use steward_actors::{ChildSpec, Phase, Slot, SupervisorConfig, Tier};
 
 use crate::app::{Application, StartError};
 use crate::config::{self, Declared, Loaded, Schema, Section, Sources};
@@ -188,17 +189,47 @@ impl Service {
         self
     }
 
+    /// Adds `GET path` answered by `handler` (shorthand for a route in [`Service::routes`]).
+    pub fn get<F, Args>(self, path: &'static str, handler: F) -> Self
+    where
+        F: Handler<Args> + Clone + Send + Sync,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.routes(move |cfg| {
+            cfg.route(path, web::get().to(handler.clone()));
+        })
+    }
+
+    /// Adds `POST path` answered by `handler` (shorthand for a route in [`Service::routes`]).
+    pub fn post<F, Args>(self, path: &'static str, handler: F) -> Self
+    where
+        F: Handler<Args> + Clone + Send + Sync,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.routes(move |cfg| {
+            cfg.route(path, web::post().to(handler.clone()));
+        })
+    }
+
     /// Declares an actor of the service's own, supervised in the workers tier (after the
     /// stores, before HTTP; stopped after HTTP has drained): restarted by `make` after a
     /// panic or a stop, with the `[supervisor]` backoff and intensity, shown in
-    /// `/admin/actors` and counted in `actor_restarts_total{child=<name>}`. Reach it with
-    /// [`Context::actor`]. For another tier or restart type, use [`Service::child`].
+    /// `/admin/actors` and counted in `actor_restarts_total{actor=<name>}`. Reach it with
+    /// [`Context::actor`].
+    ///
+    /// At shutdown its task is ended where it is (see
+    /// [`start_plain_actor`](steward_actors::start_plain_actor)). An actor that must finish
+    /// or release something first, or belongs in another tier, is declared with
+    /// [`Service::child`] and started with [`start_actor`](steward_actors::start_actor) and a
+    /// [`Stop`](steward_actors::Stop) handler.
     ///
     /// # Panics
     /// When an actor of the same type was declared already.
     pub fn actor<A>(mut self, name: &'static str, make: impl Fn(&Context) -> A + 'static) -> Self
     where
-        A: Actor<Context = actix::Context<A>> + Handler<Stop>,
+        A: Actor<Context = actix::Context<A>>,
     {
         let slot: Slot<A> = Slot::default();
         let previous = self
@@ -208,7 +239,7 @@ impl Service {
         self.children.push(Box::new(move |ctx, supervisor| {
             let ctx = ctx.clone();
             ChildSpec::new(name, Tier::Workers, supervisor, move || {
-                let (addr, running) = steward_actors::start_actor(make(&ctx));
+                let (addr, running) = steward_actors::start_plain_actor(make(&ctx));
                 slot.set(addr);
                 Ok(running)
             })
@@ -250,8 +281,9 @@ impl Service {
     }
 
     /// Adds a readiness check, run with the store checks by `/health/ready` (within
-    /// `health.timeout`, at most once per `health.ready_cache`) and shown in its report.
-    pub fn readiness<F, Fut>(
+    /// `health.timeout`, at most once per `health.ready_cache`) and shown in its report; its
+    /// error, as text, is the report's `error`.
+    pub fn readiness<F, Fut, E>(
         mut self,
         name: &'static str,
         criticality: Criticality,
@@ -259,12 +291,17 @@ impl Service {
     ) -> Self
     where
         F: Fn(Context) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + 'static,
+        Fut: Future<Output = Result<(), E>> + 'static,
+        E: std::fmt::Display,
     {
         self.checks.push(Check {
             name,
             criticality,
-            check: Arc::new(move |ctx| check(ctx).boxed_local()),
+            check: Arc::new(move |ctx| {
+                check(ctx)
+                    .map(|outcome| outcome.map_err(|error| error.to_string()))
+                    .boxed_local()
+            }),
         });
         self
     }

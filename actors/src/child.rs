@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use futures::channel::oneshot;
-use futures::future::{LocalBoxFuture, Shared};
+use futures::future::{AbortHandle, Abortable, LocalBoxFuture, Shared};
 use futures::FutureExt;
 
 /// How a child ended.
@@ -60,7 +60,8 @@ impl Running {
 #[rtype(result = "()")]
 pub struct Stop;
 
-/// Starts `actor` on the current arbiter and watches its task.
+/// Starts `actor` on the current arbiter and watches its task; asked to stop, it gets a
+/// [`Stop`] message, so it can finish or release what it holds first.
 ///
 /// Why not `Actor::start`: when a handler panics, actix drops the actor's task and closes its
 /// mailbox, and nobody hears of it. Here the actor's context future is polled inside
@@ -70,24 +71,45 @@ pub fn start_actor<A>(actor: A) -> (Addr<A>, Running)
 where
     A: Actor<Context = Context<A>> + Handler<Stop>,
 {
+    let (addr, exited, _) = watch(actor);
+    let stopper = addr.clone();
+    (addr, Running::new(exited, move || stopper.do_send(Stop)))
+}
+
+/// [`start_actor`] for an actor with nothing to finish: asked to stop, its task is ended where
+/// it is (its `stopping` and `stopped` still run; messages still queued are dropped), so it
+/// needs no [`Stop`] handler.
+pub fn start_plain_actor<A>(actor: A) -> (Addr<A>, Running)
+where
+    A: Actor<Context = Context<A>>,
+{
+    let (addr, exited, abort) = watch(actor);
+    (addr, Running::new(exited, move || abort.abort()))
+}
+
+/// Spawns `actor`'s task under `catch_unwind`: its address, its end, and a handle that ends it.
+fn watch<A>(actor: A) -> (Addr<A>, impl Future<Output = Exit>, AbortHandle)
+where
+    A: Actor<Context = Context<A>>,
+{
     let context = Context::new();
     let addr = context.address();
-    let mut task = Box::pin(context.into_future(actor));
+    let (abort, registration) = AbortHandle::new_pair();
+    let mut task = Box::pin(Abortable::new(context.into_future(actor), registration));
     let (done_tx, done_rx) = oneshot::channel();
     actix_rt::spawn(async move {
         let exit = match AssertUnwindSafe(task.as_mut()).catch_unwind().await {
-            Ok(()) => Exit::Normal,
+            Ok(_) => Exit::Normal,
             Err(payload) => Exit::Failed(panic_message(payload.as_ref())),
         };
-        // Dropping a context that is still "alive" (as after a panic) polls it once more to run
-        // `stopped()`; a second panic there must not escape into the arbiter either.
+        // Dropping a context that is still "alive" (as after a panic or an abort) polls it once
+        // more to run `stopped()`; a second panic there must not escape into the arbiter either.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(task)));
         let _ = done_tx.send(exit);
     });
     let exited =
         done_rx.map(|exit| exit.unwrap_or_else(|_| Exit::Failed("actor task vanished".into())));
-    let stopper = addr.clone();
-    (addr, Running::new(exited, move || stopper.do_send(Stop)))
+    (addr, exited, abort)
 }
 
 /// The text of a panic payload (`panic!` with a literal or with a formatted message).

@@ -30,7 +30,7 @@ pub mod stores;
 pub mod supervisor;
 
 pub use backoff::Backoff;
-pub use child::{start_actor, Exit, Running, Stop};
+pub use child::{start_actor, start_plain_actor, Exit, Running, Stop};
 pub use error::StoreError;
 pub use metrics::Metrics;
 pub use readiness::Readiness;

@@ -412,6 +412,7 @@ fn resolve_secret_files(
 /// serde names Rust types ("expected u16"); operators need the range.
 fn plain_types(message: &str) -> String {
     [
+        ("expected u8", "expected an integer from 0 to 255"),
         ("expected u16", "expected an integer from 0 to 65535"),
         ("expected u32", "expected an integer from 0 to 4294967295"),
         ("expected usize", "expected a non-negative integer"),
