@@ -25,7 +25,7 @@ pub use app::{Application, StartError};
 pub use cli::EXIT_CONFIG;
 pub use context::Context;
 pub use http::error::{codes, ApiError, ErrorCode};
-pub use service::{Backends, Criticality, Service};
+pub use service::{Backends, Criticality, Service, TaskOutcome};
 
 /// The pieces most services use, in one import: `use steward::prelude::*;`.
 pub mod prelude {

@@ -82,6 +82,25 @@ pub(crate) struct Check {
     pub check: CheckFn,
 }
 
+/// What a shutdown task may answer: nothing (it cannot fail), or a `Result` whose error is
+/// logged with the task's `outcome=failed` line.
+pub trait TaskOutcome {
+    /// The outcome as the shutdown sequence records it.
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl TaskOutcome for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Display> TaskOutcome for Result<(), E> {
+    fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|error| error.to_string())
+    }
+}
+
 /// A declared shutdown task.
 pub(crate) struct Task {
     pub phase: Phase,
@@ -318,13 +337,14 @@ impl Service {
     ) -> Self
     where
         F: FnOnce(Context) -> Fut + 'static,
-        Fut: Future<Output = Result<(), String>> + 'static,
+        Fut: Future + 'static,
+        Fut::Output: TaskOutcome,
     {
         self.tasks.push(Task {
             phase,
             name,
             timeout,
-            run: Box::new(move |ctx| task(ctx).boxed_local()),
+            run: Box::new(move |ctx| task(ctx).map(TaskOutcome::into_outcome).boxed_local()),
         });
         self
     }

@@ -41,8 +41,8 @@ async fn boom(ctx: Context) -> Result<HttpResponse, ApiError> {
     ctx.actor::<Tally>()?.do_send(Count(true));
     Ok(HttpResponse::Accepted().finish())
 }
-async fn farewell(ctx: Context) -> Result<(), String> {
-    Ok(log::info!("{} says goodbye", ctx.name()))
+async fn farewell(ctx: Context) {
+    log::info!("{} says goodbye", ctx.name())
 }
 fn main() -> std::process::ExitCode {
     Service::new("hello")
