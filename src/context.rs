@@ -40,19 +40,7 @@ use crate::service::Backends;
 /// never read it (they have their own state), so a service can put anything of its own here
 /// without the framework knowing its types, and jobs get exactly what routes get.
 #[derive(Clone)]
-pub struct Context(Arc<Inner>);
-
-struct Inner {
-    name: &'static str,
-    settings: Arc<Settings>,
-    sections: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-    backends: Backends,
-    stores: Stores,
-    jobs: Jobs,
-    actors: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-    metrics: Arc<Metrics>,
-    readiness: Readiness,
-}
+pub struct Context(Arc<Parts>);
 
 /// The parts a [`Context`] is made of, filled in by the service's start.
 pub(crate) struct Parts {
@@ -69,28 +57,7 @@ pub(crate) struct Parts {
 
 impl Context {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts {
-            name,
-            settings,
-            sections,
-            backends,
-            stores,
-            jobs,
-            actors,
-            metrics,
-            readiness,
-        } = parts;
-        Self(Arc::new(Inner {
-            name,
-            settings,
-            sections,
-            backends,
-            stores,
-            jobs,
-            actors,
-            metrics,
-            readiness,
-        }))
+        Self(Arc::new(parts))
     }
 
     /// The service's name, as given to `Service::new`.

@@ -1,7 +1,5 @@
 //! steward: an actor-based service framework on actix-web, Redis and PostgreSQL.
 //!
-//! (The guide is written in `docs/guide.md` and included here.)
-
 #![doc = include_str!("../docs/guide.md")]
 #![warn(missing_docs)]
 

@@ -56,15 +56,20 @@ pub(crate) fn document(
 }
 
 /// Puts every error code, steward's then the service's, on the envelope's schema as
-/// `x-error-codes: {code: {status, description}}`.
+/// `x-error-codes: [{code, status, description}]` (a list: one name may be declared with two
+/// statuses, as the reference's `invalid_ttl` is for a query and for a body).
 fn list_codes(document: &mut Document, errors: &[ErrorCode]) {
-    let mut listed = serde_json::Map::new();
-    for code in codes::ALL.iter().chain(errors) {
-        listed.insert(
-            code.code.to_owned(),
-            serde_json::json!({"status": code.status, "description": code.description}),
-        );
-    }
+    let listed: Vec<serde_json::Value> = codes::ALL
+        .iter()
+        .chain(errors)
+        .map(|code| {
+            serde_json::json!({
+                "code": code.code,
+                "status": code.status,
+                "description": code.description,
+            })
+        })
+        .collect();
     let Some(components) = document.components.as_mut() else {
         return;
     };
@@ -72,7 +77,7 @@ fn list_codes(document: &mut Document, errors: &[ErrorCode]) {
         components.schemas.get_mut("ErrorEnvelope")
     {
         let extensions = ExtensionsBuilder::new()
-            .add("x-error-codes", serde_json::Value::Object(listed))
+            .add("x-error-codes", serde_json::Value::Array(listed))
             .build();
         envelope
             .extensions

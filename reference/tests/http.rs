@@ -4,7 +4,7 @@ mod common;
 
 use common::{spawn_app, spawn_app_with};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Checks the envelope shape and returns the error code.
 async fn envelope(response: reqwest::Response, status: u16) -> String {
@@ -277,6 +277,20 @@ async fn the_openapi_document_describes_routes_that_exist() {
             }
         }
     }
-    // Every route of src/http/mod.rs but the document itself (test hooks are not documented).
+    // Every route of steward's and reference/src/http/mod.rs's but the document itself (test
+    // hooks are not documented).
     assert_eq!(operations, 22, "{:?}", paths.keys().collect::<Vec<_>>());
+    // Every error code, the framework's and the service's, with the status it is sent with.
+    let listed = &document["components"]["schemas"]["ErrorEnvelope"]["x-error-codes"];
+    for code in steward::codes::ALL
+        .iter()
+        .chain(steward_reference::errors::ALL)
+    {
+        let entry =
+            json!({"code": code.code, "status": code.status, "description": code.description});
+        assert!(
+            listed.as_array().unwrap().contains(&entry),
+            "{entry} not in {listed}"
+        );
+    }
 }
