@@ -39,7 +39,11 @@ async fn status(app: &TestApp, id: &str) -> Value {
 
 /// Waits for the job to reach `state` and returns its document.
 async fn until(app: &TestApp, id: &str, state: &str) -> Value {
-    eventually(Duration::from_secs(10), state, || async {
+    until_within(app, id, state, Duration::from_secs(10)).await
+}
+
+async fn until_within(app: &TestApp, id: &str, state: &str, within: Duration) -> Value {
+    eventually(within, state, || async {
         status(app, id).await["status"] == state
     })
     .await;
@@ -68,6 +72,26 @@ async fn a_job_runs_once_and_reports_its_result() {
             .contains("jobs_total{kind=\"test.record\",outcome=\"succeeded\",queue=\"default\"} 1"),
         "{metrics}"
     );
+}
+
+/// A job that runs longer than `workers.claim_idle` (1 s in the tests) on a live worker is
+/// not taken over: its worker keeps the delivery fresh. (Before, the worker took its own
+/// running job over again after 1 s and ran it twice or three times at once: the flake of
+/// `process::a_job_whose_worker_was_killed_is_reclaimed_and_completed_elsewhere`, which
+/// passed only when it looked between the first completion and the second.)
+#[actix_rt::test]
+async fn a_job_longer_than_claim_idle_runs_once() {
+    let app = spawn_app().await;
+    let id = job(
+        &app,
+        json!({"kind": "test.record", "payload": {"sleep_ms": 3500}}),
+    )
+    .await;
+    let done = until_within(&app, &id, "succeeded", Duration::from_secs(20)).await;
+    // Long enough for any second run to have finished too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert_eq!(completions(&app, &id).await, 1);
 }
 
 #[actix_rt::test]

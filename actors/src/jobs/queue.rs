@@ -359,6 +359,19 @@ impl Queue {
         Ok(reply.claimed.into_iter().filter_map(delivery).collect())
     }
 
+    /// Resets the idle time of `entries`, which `consumer` is running, without counting a
+    /// delivery (`XCLAIM … JUSTID`); entries acknowledged meanwhile are left alone.
+    pub async fn touch(&self, consumer: &str, entries: &[String]) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&self.stream).arg(GROUP).arg(consumer).arg(0);
+        for entry in entries {
+            cmd.arg(entry);
+        }
+        cmd.arg("JUSTID");
+        let _: Vec<String> = self.conn.run(&self.pool, &cmd).await?;
+        Ok(())
+    }
+
     /// Moves due delayed jobs to the stream.
     pub async fn promote(&self, limit: usize) -> Result<u64, StoreError> {
         self.eval(

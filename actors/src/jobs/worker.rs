@@ -2,7 +2,7 @@
 //! outcomes, promotes delayed jobs, reclaims abandoned ones, and drains at shutdown without
 //! acknowledging anything unfinished.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,12 @@ pub struct JobWorker {
     consumer: String,
     metrics: Arc<Metrics>,
     in_flight: usize,
+    /// The stream entries of the deliveries running here: touched every `claim_idle / 3` so
+    /// that no worker (this one included) takes over a job that is still running, however
+    /// long it runs.
+    running: HashSet<String>,
+    /// When the running deliveries were last touched.
+    touched: Instant,
     fetching: bool,
     stopping: bool,
     /// The interval each scheduled kind was last enqueued for.
@@ -148,6 +154,11 @@ impl JobWorker {
     }
 
     fn run(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
+        let entry = delivery.entry.clone();
+        if !self.running.insert(entry.clone()) {
+            // Reclaimed while it runs here (a touch came too late): one run is enough.
+            return;
+        }
         self.in_flight += 1;
         self.metrics
             .jobs_in_flight
@@ -215,10 +226,11 @@ impl JobWorker {
                 .observe(started.elapsed().as_secs_f64());
             Ok(())
         };
-        ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |outcome, act, ctx| {
             if let Err(error) = outcome {
                 log::warn!(target: "steward::jobs", "a job was left pending for another try: {error}");
             }
+            act.running.remove(&entry);
             act.in_flight -= 1;
             act.metrics.jobs_in_flight.with_label_values(&[&act.config.queue]).dec();
             if act.stopping && act.in_flight == 0 {
@@ -251,6 +263,7 @@ impl JobWorker {
             Ok::<_, StoreError>((claimed, depth))
         };
         self.schedule(ctx);
+        self.touch(ctx);
         ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| match outcome {
             Ok((claimed, (depth, pending))) => {
                 let queue = act.config.queue.clone();
@@ -267,6 +280,24 @@ impl JobWorker {
 }
 
 impl JobWorker {
+    /// Resets the idle time of the deliveries running here, every `claim_idle / 3`: a
+    /// delivery goes idle past `claim_idle` only when its worker is gone, so a job that runs
+    /// longer than `claim_idle` is not taken over and run twice.
+    fn touch(&mut self, ctx: &mut Context<Self>) {
+        if self.running.is_empty() || self.touched.elapsed() < self.config.claim_idle / 3 {
+            return;
+        }
+        self.touched = Instant::now();
+        let (queue, consumer) = (Rc::clone(&self.queue), self.consumer.clone());
+        let entries: Vec<String> = self.running.iter().cloned().collect();
+        let touch = async move { queue.touch(&consumer, &entries).await };
+        ctx.spawn(touch.into_actor(self).map(|outcome, _, _| {
+            if let Err(error) = outcome {
+                log::warn!(target: "steward::jobs", "could not touch the running jobs: {error}");
+            }
+        }));
+    }
+
     /// Enqueues each scheduled kind whose next interval has begun (see [`Registry::every`]).
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         let now = std::time::SystemTime::now()
@@ -447,6 +478,8 @@ pub fn job_worker_child(
             consumer: settings.consumer.clone(),
             metrics: Arc::clone(&settings.metrics),
             in_flight: 0,
+            running: HashSet::new(),
+            touched: Instant::now(),
             fetching: false,
             stopping: false,
             scheduled: HashMap::new(),
