@@ -210,3 +210,66 @@ fn a_section_cannot_take_a_name_of_steward() {
     }
     let _ = Service::new("clash").config::<Mine>();
 }
+
+/// `echo`: its result is its payload.
+struct Echo;
+
+impl Job for Echo {
+    const KIND: &'static str = "echo";
+    type Payload = String;
+
+    async fn run(_: Context, job: JobRun<String>) -> Result<Value, JobError> {
+        Ok(json!(job.payload))
+    }
+}
+
+#[actix_rt::test]
+async fn kinds_run_on_the_queue_they_were_declared_on() {
+    let service = Service::new("queues")
+        .backends(Backends::REDIS)
+        .job::<Nothing>()
+        .job_on::<Echo>("slow-lane");
+    let app = start(service, &[]).unwrap();
+    ready(&app).await;
+    let jobs = app.context.jobs();
+    assert_eq!(jobs.kinds(), ["echo", "nothing"]);
+    let echo = jobs.enqueue::<Echo>("hi".into()).await.expect("enqueued");
+    let nothing = jobs.enqueue::<Nothing>(()).await.expect("enqueued");
+    let status = |queue: Option<&'static str>, id: String| {
+        let jobs = jobs.clone();
+        async move {
+            let worker = jobs.worker(queue).expect("a worker");
+            let get = steward::actors::jobs::GetJob { id };
+            worker.send(get).await.unwrap().unwrap().map(|s| s.status)
+        }
+    };
+    let started = Instant::now();
+    loop {
+        let echoed = status(Some("slow-lane"), echo.id.clone()).await;
+        let done = status(None, nothing.id.clone()).await;
+        if echoed.as_deref() == Some("succeeded") && done.as_deref() == Some("succeeded") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "echo: {echoed:?}, nothing: {done:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Job documents are found by id from any queue's worker.
+    assert_eq!(
+        status(None, echo.id.clone()).await.as_deref(),
+        Some("succeeded")
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"jobs_total{kind="echo",outcome="succeeded",queue="slow-lane"} 1"#),
+        "{metrics}"
+    );
+    assert_eq!(stop(app).await, 0);
+}
