@@ -639,9 +639,8 @@ fn http_child(
             .borrow()
             .as_ref()
             .ok_or("the listening socket is closed")?
-            .try_clone()
-            .map_err(|e| e.to_string())?;
-        let server = build(socket).map_err(|e| e.to_string())?;
+            .try_clone()?;
+        let server = build(socket)?;
         let handle = server.handle();
         let listener = Rc::clone(&listener);
         let exited = server.map(|result| match result {

@@ -12,6 +12,7 @@ use actix_web::{FromRequest, HttpRequest};
 use steward_actors::cache::CacheActor;
 use steward_actors::db::DbActor;
 use steward_actors::lock::LockActor;
+use steward_actors::ratelimit::LimiterActor;
 use steward_actors::stores::Stores;
 use steward_actors::{Metrics, Readiness, Slot, StoreError};
 
@@ -101,6 +102,12 @@ impl Context {
     /// The lock actor (Redis).
     pub fn locks(&self) -> Result<Addr<LockActor>, StoreError> {
         self.store(&self.0.stores.locks, self.0.backends.redis, "Redis")
+    }
+
+    /// The rate-limiter actor (Redis): the edge applies `[ratelimit]` policies by path on its
+    /// own; a handler may ask it for decisions of its own (`steward::actors::ratelimit`).
+    pub fn limiter(&self) -> Result<Addr<LimiterActor>, StoreError> {
+        self.store(&self.0.stores.limiter, self.0.backends.redis, "Redis")
     }
 
     /// The job queues.

@@ -36,6 +36,6 @@ pub use metrics::Metrics;
 pub use readiness::Readiness;
 pub use shutdown::{Phase, ShutdownPlan, ShutdownReason, ShutdownTask};
 pub use slot::Slot;
-pub use spec::{ChildSpec, Escalation, Intensity, Restart, SupervisorConfig, Tier};
+pub use spec::{ChildSpec, Escalation, Intensity, Restart, StartFailure, SupervisorConfig, Tier};
 pub use store::{Backend, PingReport, PoolConfig, Probe, StoreActor};
 pub use supervisor::{ChildInfo, Supervisor, Terminated};

@@ -106,8 +106,12 @@ pub struct SupervisorConfig {
     pub escalation: Escalation,
 }
 
+/// Why an incarnation of a child could not start (a socket that cannot be cloned, a server
+/// that cannot be built): logged, and counted as a failure of the child.
+pub type StartFailure = Box<dyn std::error::Error>;
+
 /// Starts one incarnation of a child. Called again on every restart.
-pub type Factory = Box<dyn FnMut() -> Result<Running, String>>;
+pub type Factory = Box<dyn FnMut() -> Result<Running, StartFailure>>;
 
 /// A child's declaration: what it is called, where it sits, how to start it and how to treat
 /// its failures.
@@ -132,7 +136,7 @@ impl ChildSpec {
         name: impl Into<String>,
         tier: Tier,
         config: &SupervisorConfig,
-        factory: impl FnMut() -> Result<Running, String> + 'static,
+        factory: impl FnMut() -> Result<Running, StartFailure> + 'static,
     ) -> Self {
         Self {
             name: name.into(),
