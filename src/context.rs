@@ -76,6 +76,7 @@ impl Context {
     /// # Panics
     /// When `T` was not declared with `Service::config`: a programming error, found by the
     /// first request that reaches the code.
+    #[inline]
     pub fn config<T: Section>(&self) -> &T {
         self.0
             .sections
@@ -90,27 +91,32 @@ impl Context {
     }
 
     /// The cache actor (Redis).
+    #[inline]
     pub fn cache(&self) -> Result<Addr<CacheActor>, StoreError> {
         self.store(&self.0.stores.cache, self.0.backends.redis, "Redis")
     }
 
     /// The database actor (PostgreSQL).
+    #[inline]
     pub fn db(&self) -> Result<Addr<DbActor>, StoreError> {
         self.store(&self.0.stores.db, self.0.backends.postgres, "PostgreSQL")
     }
 
     /// The lock actor (Redis).
+    #[inline]
     pub fn locks(&self) -> Result<Addr<LockActor>, StoreError> {
         self.store(&self.0.stores.locks, self.0.backends.redis, "Redis")
     }
 
     /// The rate-limiter actor (Redis): the edge applies `[ratelimit]` policies by path on its
     /// own; a handler may ask it for decisions of its own (`steward::actors::ratelimit`).
+    #[inline]
     pub fn limiter(&self) -> Result<Addr<LimiterActor>, StoreError> {
         self.store(&self.0.stores.limiter, self.0.backends.redis, "Redis")
     }
 
     /// The job queues.
+    #[inline]
     pub fn jobs(&self) -> &Jobs {
         &self.0.jobs
     }
@@ -148,6 +154,7 @@ impl Context {
         &self.0.readiness
     }
 
+    #[inline]
     fn store<A: Actor>(
         &self,
         slot: &Slot<A>,
@@ -167,6 +174,7 @@ impl FromRequest for Context {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
+    #[inline]
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(req.app_data::<Context>().cloned().ok_or_else(|| {
             StoreError::Internal("the route is not mounted by a steward Service".into()).into()

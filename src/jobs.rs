@@ -237,6 +237,7 @@ impl Jobs {
 }
 
 /// The address in `slot`, or unavailable before its first start.
+#[inline]
 pub(crate) fn current<A: actix::Actor>(slot: &Slot<A>) -> Result<Addr<A>, StoreError> {
     slot.get()
         .ok_or_else(|| StoreError::Unavailable("starting".to_owned()))

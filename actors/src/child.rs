@@ -71,7 +71,9 @@ pub fn start_actor<A>(actor: A) -> (Addr<A>, Running)
 where
     A: Actor<Context = Context<A>> + Handler<Stop>,
 {
-    let (addr, exited, _) = watch(actor);
+    let context = Context::new();
+    let addr = context.address();
+    let exited = watch(context.into_future(actor));
     let stopper = addr.clone();
     (addr, Running::new(exited, move || stopper.do_send(Stop)))
 }
@@ -83,19 +85,17 @@ pub fn start_plain_actor<A>(actor: A) -> (Addr<A>, Running)
 where
     A: Actor<Context = Context<A>>,
 {
-    let (addr, exited, abort) = watch(actor);
-    (addr, Running::new(exited, move || abort.abort()))
-}
-
-/// Spawns `actor`'s task under `catch_unwind`: its address, its end, and a handle that ends it.
-fn watch<A>(actor: A) -> (Addr<A>, impl Future<Output = Exit>, AbortHandle)
-where
-    A: Actor<Context = Context<A>>,
-{
     let context = Context::new();
     let addr = context.address();
     let (abort, registration) = AbortHandle::new_pair();
-    let mut task = Box::pin(Abortable::new(context.into_future(actor), registration));
+    let exited = watch(Abortable::new(context.into_future(actor), registration));
+    (addr, Running::new(exited, move || abort.abort()))
+}
+
+/// Spawns an actor's task under `catch_unwind` and resolves with how it ended. (Only the
+/// actors that need it pay for the abort handle: it is polled on every message.)
+fn watch<F: Future + 'static>(task: F) -> impl Future<Output = Exit> {
+    let mut task = Box::pin(task);
     let (done_tx, done_rx) = oneshot::channel();
     actix_rt::spawn(async move {
         let exit = match AssertUnwindSafe(task.as_mut()).catch_unwind().await {
@@ -107,9 +107,7 @@ where
         let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(task)));
         let _ = done_tx.send(exit);
     });
-    let exited =
-        done_rx.map(|exit| exit.unwrap_or_else(|_| Exit::Failed("actor task vanished".into())));
-    (addr, exited, abort)
+    done_rx.map(|exit| exit.unwrap_or_else(|_| Exit::Failed("actor task vanished".into())))
 }
 
 /// The text of a panic payload (`panic!` with a literal or with a formatted message).
