@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use steward::actors::cache::Set;
+use steward::actors::db::{Param, Query};
+use steward::actors::lock::{Acquire, Acquired, Holder, LockName, Release};
+use steward::actors::StoreError;
 use steward::jobs::{Job, JobError, JobRun};
 use steward::{Context, Service};
-use steward_actors::cache::Set;
-use steward_actors::db::{Param, Query};
-use steward_actors::lock::{Acquire, Acquired, Holder, LockName, Release};
-use steward_actors::StoreError;
 
 use crate::config::{AccountsConfig, IdempotencyConfig};
 
@@ -259,7 +259,7 @@ impl Job for Statement {
 #[cfg(feature = "test-hooks")]
 mod test_kinds {
     use super::*;
-    use steward_actors::cache::{Get, Set};
+    use steward::actors::cache::{Get, Set};
 
     /// Sends a cache message again while the cache fails, up to 20 times 50 ms apart.
     async fn persist<T, F, Fut>(mut send: F) -> Result<T, JobError>

@@ -5,9 +5,9 @@ use actix::Addr;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use steward::actors::db::{pg_error, tx_work, DbActor, Param, Query, Transact};
+use steward::actors::StoreError;
 use steward::ErrorCode;
-use steward_actors::db::{pg_error, tx_work, DbActor, Param, Query, Transact};
-use steward_actors::StoreError;
 use tokio_postgres::types::Type;
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 

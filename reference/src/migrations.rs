@@ -1,7 +1,7 @@
 //! The schema of the reference API, embedded in the binary and applied by the database actor
 //! at start-up (or alone by `steward migrate`).
 
-use steward_actors::migrations::Migration;
+use steward::actors::migrations::Migration;
 
 /// The reference service's migrations, in order.
 pub const MIGRATIONS: &[Migration] = &[

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use common::{error_code, eventually, spawn_app, TestApp};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use steward_actors::lock::{Acquire, Acquired, Holder, Inspect, Lease, LockName};
-use steward_actors::supervisor::Shutdown;
-use steward_actors::ShutdownReason;
+use steward::actors::lock::{Acquire, Acquired, Holder, Inspect, Lease, LockName};
+use steward::actors::supervisor::Shutdown;
+use steward::actors::ShutdownReason;
 
 async fn acquire(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
     app.client

@@ -5,9 +5,9 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::FutureExt;
 use serde::Deserialize;
-use steward_actors::cache::{GetOrLoad, Loader};
-use steward_actors::db::DbActor;
-use steward_actors::StoreError;
+use steward::actors::cache::{GetOrLoad, Loader};
+use steward::actors::db::DbActor;
+use steward::actors::StoreError;
 use utoipa::ToSchema;
 
 use steward::http::error::ErrorEnvelope;

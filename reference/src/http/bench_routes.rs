@@ -24,8 +24,8 @@ pub struct Direct {
 
 impl Direct {
     /// A pool of its own, built like the cache actor's and not yet connected.
-    fn new(settings: &Settings) -> Result<Self, steward_actors::managers::ManagerError> {
-        let manager = steward_actors::managers::redis_manager(&settings.redis.url)?;
+    fn new(settings: &Settings) -> Result<Self, steward::actors::managers::ManagerError> {
+        let manager = steward::actors::managers::redis_manager(&settings.redis.url)?;
         let pool = Pool::builder()
             .max_size(settings.redis.pool.max_size)
             .test_on_check_out(false)
@@ -65,7 +65,7 @@ pub async fn kv_get(
 }
 
 /// The process's one [`Direct`], built on first use from the service's settings.
-fn direct(ctx: &Context) -> Result<&'static Direct, steward_actors::managers::ManagerError> {
+fn direct(ctx: &Context) -> Result<&'static Direct, steward::actors::managers::ManagerError> {
     static DIRECT: OnceLock<Direct> = OnceLock::new();
     if let Some(direct) = DIRECT.get() {
         return Ok(direct);

@@ -5,8 +5,8 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use steward_actors::jobs::{DeadJob, Enqueue, GetJob, JobStatus, ListDead, RetryDead};
-use steward_actors::StoreError;
+use steward::actors::jobs::{DeadJob, Enqueue, GetJob, JobStatus, ListDead, RetryDead};
+use steward::actors::StoreError;
 use utoipa::{IntoParams, ToSchema};
 
 use steward::http::error::ErrorEnvelope;

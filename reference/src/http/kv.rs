@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use steward_actors::cache::{Delete, Get, Set};
+use steward::actors::cache::{Delete, Get, Set};
 use utoipa::IntoParams;
 
 use steward::http::error::ErrorEnvelope;

@@ -6,7 +6,7 @@ use actix_web::http::header::HeaderName;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use steward_actors::lock::{self, Acquire, Acquired, Extend, Holder, Inspect, Release};
+use steward::actors::lock::{self, Acquire, Acquired, Extend, Holder, Inspect, Release};
 use utoipa::ToSchema;
 
 use steward::http::error::ErrorEnvelope;

@@ -3,7 +3,7 @@
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use steward_actors::cache::Delete;
+use steward::actors::cache::Delete;
 
 use super::accounts::cache_key;
 use steward::http::error::ErrorEnvelope;

@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use steward::actors::migrations::migrate;
 use steward::config::{self, Loaded, Settings, Sources};
 use steward::{telemetry, Application};
-use steward_actors::migrations::migrate;
 use steward_reference::migrations::MIGRATIONS;
 use tokio_postgres::NoTls;
 
