@@ -360,8 +360,8 @@ fn check_shutdown_budget(
     }))
 }
 
-/// The service's queues (the default one first), each with its worker's slot and the kinds
-/// it runs, and the [`Jobs`] handle over them.
+/// The service's queues, each with its worker's slot and the kinds it runs, and the [`Jobs`]
+/// handle over them.
 fn job_queues<'a>(
     declared: &'a [crate::jobs::Declared],
     settings: &Settings,
@@ -369,39 +369,27 @@ fn job_queues<'a>(
     let mut queues: Queues<'a> = Vec::new();
     let mut kinds = HashMap::new();
     for job in declared {
-        let name = job
-            .queue
-            .clone()
-            .unwrap_or_else(|| settings.workers.queue.clone());
-        let index = match queues.iter().position(|(queue, _)| *queue == name) {
+        let name = job.queue.as_ref().unwrap_or(&settings.workers.queue);
+        let index = match queues.iter().position(|(queue, _)| queue == name) {
             Some(index) => index,
             None => {
-                queues.push((name, (Slot::default(), Vec::new())));
+                queues.push((name.clone(), (Slot::default(), Vec::new())));
                 queues.len() - 1
             }
         };
         queues[index].1 .1.push(&job.register);
         kinds.insert(job.kind, index);
     }
-    // The default queue first: `Jobs::worker(None)` is it.
-    if let Some(default) = queues
-        .iter()
-        .position(|(q, _)| *q == settings.workers.queue)
-    {
-        queues.swap(0, default);
-        for index in kinds.values_mut() {
-            *index = match *index {
-                i if i == default => 0,
-                0 => default,
-                i => i,
-            };
-        }
-    }
     let slots = queues
         .iter()
         .map(|(name, (slot, _))| (name.clone(), slot.clone()))
         .collect();
-    let jobs = Jobs::new(slots, kinds, settings.workers.max_attempts);
+    let jobs = Jobs::new(
+        slots,
+        kinds,
+        settings.workers.queue.clone(),
+        settings.workers.max_attempts,
+    );
     (queues, jobs)
 }
 

@@ -150,25 +150,29 @@ pub struct Jobs {
 
 #[derive(Default)]
 struct JobsInner {
-    /// Each queue's name and worker; the default queue first.
+    /// Each queue's name and worker.
     queues: Vec<(String, Slot<JobWorker>)>,
     /// Each kind's queue, as an index into `queues`.
     kinds: HashMap<&'static str, usize>,
+    /// The default queue's name (`workers.queue`).
+    default_queue: String,
     /// Attempts of a job that asks for none (`workers.max_attempts`).
     default_attempts: u32,
 }
 
 impl Jobs {
-    /// `queues` (the default first) and the index of each kind's queue in it.
+    /// `queues`, the index of each kind's queue in it, and which queue is the default.
     pub(crate) fn new(
         queues: Vec<(String, Slot<JobWorker>)>,
         kinds: HashMap<&'static str, usize>,
+        default_queue: String,
         default_attempts: u32,
     ) -> Self {
         Self {
             inner: Arc::new(JobsInner {
                 queues,
                 kinds,
+                default_queue,
                 default_attempts,
             }),
         }
@@ -222,16 +226,10 @@ impl Jobs {
     /// The worker of `queue` (`None`: the default queue), to follow jobs or handle dead
     /// letters; unavailable before its first start, or when no such queue was declared.
     pub fn worker(&self, queue: Option<&str>) -> Result<Addr<JobWorker>, StoreError> {
-        let slot = match queue {
-            None => self.inner.queues.first(),
-            Some(name) => self.inner.queues.iter().find(|(q, _)| q == name),
-        };
-        match slot {
+        let name = queue.unwrap_or(&self.inner.default_queue);
+        match self.inner.queues.iter().find(|(q, _)| q == name) {
             Some((_, slot)) => current(slot),
-            None => Err(StoreError::Unavailable(format!(
-                "no job queue {}",
-                queue.unwrap_or("(default)")
-            ))),
+            None => Err(StoreError::Unavailable(format!("no job queue {name}"))),
         }
     }
 }
