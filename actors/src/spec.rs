@@ -153,4 +153,17 @@ impl ChildSpec {
         self.restart = restart;
         self
     }
+
+    /// Sets the delay before each restart (`[supervisor] backoff` by default).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets how many restarts are tolerated before escalating (`[supervisor] intensity` by
+    /// default).
+    pub fn intensity(mut self, intensity: Intensity) -> Self {
+        self.intensity = intensity;
+        self
+    }
 }
