@@ -207,14 +207,13 @@ impl Application {
             })
             .collect();
         check_shutdown_budget(&settings, &tasks, loaded)?;
-        let document: Arc<str> = openapi::document(
+        let document = actix_web::web::Bytes::from(openapi::document(
             service.name,
             service.version,
             service.about,
             service.openapi,
             &service.errors,
-        )
-        .into();
+        ));
         let routes = service.routes;
 
         let (supervisor, terminated) = Supervisor::new(

@@ -43,8 +43,8 @@ pub struct EdgeState {
     pub metrics_route: MetricsRoute,
     /// The stores and checks `/health/ready` runs, and their last answers.
     pub pings: PingCache,
-    /// `/openapi.json`, built once at start-up.
-    pub openapi: Arc<str>,
+    /// `/openapi.json`, built once at start-up and served without a copy.
+    pub openapi: actix_web::web::Bytes,
 }
 
 /// Where `/metrics` is served (`[metrics]`).

@@ -38,12 +38,6 @@ pub const MISSING_IDEMPOTENCY_KEY: ErrorCode = ErrorCode::new(
     "missing_idempotency_key",
     "transfers need an Idempotency-Key header",
 );
-/// An `Idempotency-Key` that is not 1-255 visible ASCII characters.
-pub const INVALID_IDEMPOTENCY_KEY: ErrorCode = ErrorCode::new(
-    400,
-    "invalid_idempotency_key",
-    "Idempotency-Key is 1-255 visible ASCII characters",
-);
 /// The same `Idempotency-Key` with another request.
 pub const IDEMPOTENCY_KEY_REUSED: ErrorCode = ErrorCode::new(
     422,
@@ -115,7 +109,6 @@ pub const ALL: &[ErrorCode] = &[
     INVALID_NAME,
     INVALID_BALANCE,
     MISSING_IDEMPOTENCY_KEY,
-    INVALID_IDEMPOTENCY_KEY,
     IDEMPOTENCY_KEY_REUSED,
     INVALID_AMOUNT,
     SAME_ACCOUNT,

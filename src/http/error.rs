@@ -125,6 +125,12 @@ pub mod codes {
     /// A query string that does not parse.
     pub const INVALID_QUERY: ErrorCode =
         ErrorCode::new(400, "invalid_query", "the query string does not parse");
+    /// An `Idempotency-Key` that is not 1-255 visible ASCII characters.
+    pub const INVALID_IDEMPOTENCY_KEY: ErrorCode = ErrorCode::new(
+        400,
+        "invalid_idempotency_key",
+        "Idempotency-Key is 1-255 visible ASCII characters",
+    );
     /// A page size out of range.
     pub const INVALID_LIMIT: ErrorCode =
         ErrorCode::new(400, "invalid_limit", "limit is from 1 to 100");
@@ -238,6 +244,7 @@ pub mod codes {
         INVALID_BODY,
         INVALID_PATH,
         INVALID_QUERY,
+        INVALID_IDEMPOTENCY_KEY,
         INVALID_LIMIT,
         INVALID_CURSOR,
         UNAUTHORIZED,

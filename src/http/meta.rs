@@ -75,5 +75,5 @@ pub async fn metrics_for_admin(
 pub async fn openapi(state: web::Data<EdgeState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(state.openapi.to_string())
+        .body(state.openapi.clone())
 }

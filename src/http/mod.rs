@@ -7,6 +7,7 @@ mod drain;
 pub mod error;
 mod head;
 pub(crate) mod health;
+pub mod idempotency;
 mod limits;
 pub(crate) mod meta;
 mod observe;

@@ -12,9 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 use steward::http::error::ErrorEnvelope;
 use steward::ApiError;
 
-use super::idempotency;
 use crate::errors;
 use crate::openapi::JobId;
+use steward::http::idempotency;
 use steward::http::pagination::{page_limit, Page};
 use steward::Context;
 

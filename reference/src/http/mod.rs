@@ -3,7 +3,6 @@
 pub(crate) mod accounts;
 #[cfg(feature = "bench-routes")]
 pub(crate) mod bench_routes;
-mod idempotency;
 pub(crate) mod jobs;
 pub(crate) mod kv;
 pub(crate) mod locks;

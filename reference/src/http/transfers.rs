@@ -9,9 +9,9 @@ use super::accounts::cache_key;
 use steward::http::error::ErrorEnvelope;
 use steward::ApiError;
 
-use super::idempotency;
 use crate::errors;
 use crate::ledger::{self, Transfer, TransferAnswer, TransferRefusal, TransferRequest};
+use steward::http::idempotency;
 use steward::Context;
 
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");

@@ -1,5 +1,5 @@
-//! The `Idempotency-Key` header: one parser for every route that takes one, and the client
-//! scope every key is stored under.
+//! The `Idempotency-Key` header: one parser for every route of every service that takes one,
+//! and the client scope every key is stored under.
 //!
 //! A key is stored as `<client>|<key>`, where the client is the rate limiter's identity (the
 //! hashed `X-Api-Key`, else the address), so one client's key can neither replay another's
@@ -8,10 +8,9 @@
 
 use actix_web::http::header::HeaderName;
 use actix_web::HttpRequest;
-use steward::http::client;
-use steward::ApiError;
 
-use crate::errors;
+use super::client;
+use super::error::{codes, ApiError};
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
@@ -25,7 +24,7 @@ pub fn scoped_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         .to_str()
         .ok()
         .filter(|key| (1..=255).contains(&key.len()))
-        .ok_or_else(|| ApiError::from(errors::INVALID_IDEMPOTENCY_KEY))?;
+        .ok_or_else(|| ApiError::from(codes::INVALID_IDEMPOTENCY_KEY))?;
     let client = client::identity_of(req);
     Ok(Some(format!("{client}|{key}")))
 }
