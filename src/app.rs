@@ -24,8 +24,8 @@ use steward_actors::shutdown::task_budget;
 use steward_actors::store::{store_child, Backend, PingReport, StoreActor, StoreSettings};
 use steward_actors::stores::Stores;
 use steward_actors::{
-    ChildSpec, Exit, Metrics, Probe, Readiness, Running, ShutdownTask, Slot, Supervisor,
-    SupervisorConfig, Terminated, Tier,
+    ChildSpec, Exit, Metrics, Probe, Readiness, Running, ShutdownReport, ShutdownTask, Slot,
+    Supervisor, SupervisorConfig, Terminated, Tier,
 };
 use tokio_postgres::NoTls;
 
@@ -298,6 +298,12 @@ impl Application {
 
     /// Resolves with the exit code once a shutdown sequence has finished.
     pub async fn stopped(self) -> i32 {
+        self.terminated.await.exit_code
+    }
+
+    /// Resolves with the report of the shutdown sequence once it has finished: each step
+    /// (phase or task) with its outcome and duration, and the exit code.
+    pub async fn finished(self) -> ShutdownReport {
         self.terminated.await
     }
 }

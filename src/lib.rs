@@ -18,6 +18,8 @@ mod service;
 mod signals;
 mod state;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use app::{Application, StartError};
 pub use cli::EXIT_CONFIG;

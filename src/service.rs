@@ -167,6 +167,12 @@ impl Service {
         self
     }
 
+    /// The stores the service declared with [`Service::backends`]: what a test kit or a
+    /// tool must provide for it.
+    pub fn uses(&self) -> Backends {
+        self.backends
+    }
+
     /// The stores the service uses (none by default).
     pub fn backends(mut self, backends: Backends) -> Self {
         self.backends = backends;

@@ -1,89 +1,33 @@
-//! The framework itself, through its public API only: what a service declares is what it
-//! gets, and what it does not declare it neither needs nor shows.
+//! The framework itself, through its public API only, on its own test kit: what a service
+//! declares is what it gets, and what it does not declare it neither needs nor shows.
 //!
 //! The stores these services do not use are pointed at closed ports: had steward connected to
 //! them, readiness would say so.
 
-use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::HttpResponse;
 use serde_json::Value;
-use steward::actors::supervisor::Shutdown;
-use steward::actors::ShutdownReason;
-use steward::config::Sources;
+use steward::actors::Outcome;
 use steward::prelude::*;
-use steward::{telemetry, Application, StartError};
+use steward::testing::{closed_port, eventually, Spawn, TestApp};
+use steward::StartError;
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn sources(vars: &[(&str, &str)]) -> Sources {
-    let redis =
-        std::env::var("STEWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut all: Vec<(String, String)> = vec![
-        ("STEWARD__SERVER__PORT".into(), "0".into()),
-        ("STEWARD__SERVER__WORKERS".into(), "1".into()),
-        ("STEWARD__REDIS__URL".into(), redis),
-        (
-            "STEWARD__REDIS__KEY_PREFIX".into(),
-            format!("steward-framework-test:{}:", std::process::id()),
-        ),
-        (
-            "STEWARD__POSTGRES__URL".into(),
-            format!("postgres://postgres@127.0.0.1:{}/none", closed_port()),
-        ),
-        ("STEWARD__SHUTDOWN__DRAIN_DELAY".into(), "0s".into()),
-        ("STEWARD__LOG__LEVEL".into(), "error".into()),
-    ];
-    all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Sources {
-        config_dir: "no-such-config-dir".into(),
-        env_name: None,
-        config_file: None,
-        vars: all,
-    }
-}
-
-fn start(service: Service, vars: &[(&str, &str)]) -> Result<Application, StartError> {
-    let loaded = service.load_config(&sources(vars)).expect("valid config");
-    let log = telemetry::init("error", loaded.settings.log.format);
-    service.start(&loaded, log)
-}
-
-async fn get(app: &Application, path: &str) -> (u16, Value) {
-    let response = reqwest::get(format!("http://{}{path}", app.addr))
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// `/health/ready` once it answers 200, failing after 10 s with the last answer.
-async fn ready(app: &Application) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, body) = get(app, "/health/ready").await;
-        if status == 200 {
-            return body;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never ready: {status} {body}"
+/// `service` with the stores it does not use on closed ports, and no config folder.
+fn with(service: Service) -> Spawn {
+    let backends = service.uses();
+    let mut spawn = TestApp::with(service).config_dir("no-such-config-dir");
+    if !backends.redis {
+        spawn = spawn.env(
+            "STEWARD__REDIS__URL",
+            &format!("redis://127.0.0.1:{}", closed_port()),
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn stop(app: Application) -> i32 {
-    app.supervisor
-        .do_send(Shutdown(ShutdownReason::Signal("test")));
-    tokio::time::timeout(Duration::from_secs(20), app.stopped())
-        .await
-        .expect("the service stops")
+    if !backends.postgres {
+        let url = format!("postgres://postgres@127.0.0.1:{}/none", closed_port());
+        spawn = spawn.env("STEWARD__POSTGRES__URL", &url);
+    }
+    spawn
 }
 
 const TEAPOT: ErrorCode = ErrorCode::new(418, "teapot", "this service only makes tea");
@@ -98,13 +42,17 @@ async fn a_service_that_uses_no_store_needs_none() {
             Err::<HttpResponse, _>(ApiError::from(TEAPOT))
         })
         .errors(&[TEAPOT]);
-    let app = start(service, &[("STEWARD__REDIS__URL", "redis://127.0.0.1:1")]).unwrap();
-    let body = ready(&app).await;
-    assert_eq!(body["checks"], json!({}), "no store is checked: {body}");
-    assert_eq!(get(&app, "/tea").await, (200, json!({"tea": true})));
-    let (status, body) = get(&app, "/coffee").await;
-    assert_eq!((status, &body["error"]["code"]), (418, &json!("teapot")));
-    let (_, document) = get(&app, "/openapi.json").await;
+    let app = with(service).spawn().await;
+    let ready = app.get("/health/ready").await;
+    assert_eq!(
+        ready.body["checks"],
+        json!({}),
+        "no store is checked: {}",
+        ready.text
+    );
+    assert_eq!(app.get("/tea").await.body, json!({"tea": true}));
+    app.get("/coffee").await.assert_error(TEAPOT);
+    let document = app.get("/openapi.json").await.body;
     let codes = &document["components"]["schemas"]["ErrorEnvelope"]["x-error-codes"];
     let status = |name: &str| {
         let codes = codes.as_array().expect("a list");
@@ -114,7 +62,14 @@ async fn a_service_that_uses_no_store_needs_none() {
     assert_eq!(status("teapot"), Some(json!(418)), "{codes}");
     assert_eq!(status("unavailable"), Some(json!(503)), "steward's own too");
     assert_eq!(document["info"]["title"], "bare");
-    assert_eq!(stop(app).await, 0);
+    let report = app.shutdown().await;
+    assert_eq!(report.exit_code, 0);
+    let phases: Vec<&str> = report.steps.iter().map(|step| step.phase).collect();
+    assert_eq!(
+        phases,
+        ["readiness", "drain_delay", "http"],
+        "no store, no stores phase"
+    );
 }
 
 #[actix_rt::test]
@@ -124,8 +79,8 @@ async fn a_redis_service_is_ready_without_postgres() {
         .readiness("always", Criticality::Optional, |_| async {
             Err::<(), _>("an optional check that fails")
         });
-    let app = start(service, &[]).unwrap();
-    let body = ready(&app).await;
+    let app = with(service).spawn().await;
+    let body = app.get("/health/ready").await.body;
     let checks = body["checks"].as_object().expect("checks");
     assert!(checks.contains_key("redis"), "{body}");
     assert!(!checks.contains_key("postgres"), "{body}");
@@ -134,7 +89,7 @@ async fn a_redis_service_is_ready_without_postgres() {
         "an optional check only shows: {body}"
     );
     assert_eq!(checks["always"]["error"], "an optional check that fails");
-    assert_eq!(stop(app).await, 0);
+    assert_eq!(app.shutdown().await.exit_code, 0);
 }
 
 #[actix_rt::test]
@@ -142,16 +97,15 @@ async fn a_failing_critical_check_makes_the_instance_not_ready() {
     let service = Service::new("picky").readiness("never", Criticality::Critical, |_| async {
         Err::<(), _>("not today")
     });
-    let app = start(service, &[]).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, body) = get(&app, "/health/ready").await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "not_ready");
+    let app = with(service).unready().spawn().await;
+    let reply = app.get("/health/ready").await;
+    reply.assert_error(steward::codes::NOT_READY);
+    let body = &reply.body;
     assert_eq!(
         body["error"]["details"]["checks"]["never"]["error"],
         "not today"
     );
-    assert_eq!(stop(app).await, 0);
+    assert_eq!(app.shutdown().await.exit_code, 0);
 }
 
 struct Nothing;
@@ -169,7 +123,7 @@ impl Job for Nothing {
 async fn what_a_service_uses_must_be_declared() {
     let jobs_without_redis = Service::new("no-redis").job::<Nothing>();
     assert!(matches!(
-        start(jobs_without_redis, &[]),
+        with(jobs_without_redis).try_spawn().await,
         Err(StartError::Declaration(why)) if why.contains("Redis")
     ));
     let twice = Service::new("twice")
@@ -177,7 +131,7 @@ async fn what_a_service_uses_must_be_declared() {
         .job::<Nothing>()
         .job_on::<Nothing>("elsewhere");
     assert!(matches!(
-        start(twice, &[]),
+        with(twice).try_spawn().await,
         Err(StartError::Declaration(why)) if why.contains("twice")
     ));
 }
@@ -190,7 +144,7 @@ async fn shutdown_tasks_must_fit_in_shutdown_timeout() {
         Duration::from_secs(30),
         |_| async {},
     );
-    match start(slow, &[]) {
+    match with(slow).try_spawn().await {
         Err(StartError::Config(error)) => {
             assert_eq!(error.key, "shutdown.timeout");
             assert!(error.expected.contains("shutdown tasks"), "{error}");
@@ -229,9 +183,8 @@ async fn kinds_run_on_the_queue_they_were_declared_on() {
         .backends(Backends::REDIS)
         .job::<Nothing>()
         .job_on::<Echo>("slow-lane");
-    let app = start(service, &[]).unwrap();
-    ready(&app).await;
-    let jobs = app.context.jobs();
+    let app = with(service).spawn().await;
+    let jobs = app.context().jobs();
     assert_eq!(jobs.kinds(), ["echo", "nothing"]);
     let echo = jobs.enqueue::<Echo>("hi".into()).await.expect("enqueued");
     let nothing = jobs.enqueue::<Nothing>(()).await.expect("enqueued");
@@ -243,33 +196,142 @@ async fn kinds_run_on_the_queue_they_were_declared_on() {
             worker.send(get).await.unwrap().unwrap().map(|s| s.status)
         }
     };
-    let started = Instant::now();
-    loop {
+    eventually(Duration::from_secs(10), "both jobs succeeded", || async {
         let echoed = status(Some("slow-lane"), echo.id.clone()).await;
         let done = status(None, nothing.id.clone()).await;
-        if echoed.as_deref() == Some("succeeded") && done.as_deref() == Some("succeeded") {
-            break;
+        let succeeded = Some("succeeded");
+        if echoed.as_deref() == succeeded && done.as_deref() == succeeded {
+            Ok(())
+        } else {
+            Err((echoed, done))
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "echo: {echoed:?}, nothing: {done:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     // Job documents are found by id from any queue's worker.
     assert_eq!(
         status(None, echo.id.clone()).await.as_deref(),
         Some("succeeded")
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
+    let succeeded = r#"jobs_total{kind="echo",outcome="succeeded",queue="slow-lane"}"#;
+    assert_eq!(app.metric(succeeded).await, 1.0);
+    assert_eq!(app.shutdown().await.exit_code, 0);
+}
+
+/// A shutdown task that fails, for the report.
+async fn broken_flush(_: Context) -> Result<(), String> {
+    Err("the sink is gone".into())
+}
+
+#[actix_rt::test]
+async fn the_shutdown_report_names_each_task_and_its_outcome() {
+    let service = Service::new("tasks")
+        .on_shutdown(
+            Phase::BeforeDrain,
+            "announce",
+            Duration::from_secs(1),
+            |_| async {},
+        )
+        .on_shutdown(
+            Phase::AfterHttp,
+            "flush",
+            Duration::from_secs(1),
+            broken_flush,
+        )
+        .on_shutdown(
+            Phase::AfterStores,
+            "slow",
+            Duration::from_millis(50),
+            |_| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            },
+        );
+    let app = with(service).spawn().await;
+    let report = app.shutdown().await;
+    assert_eq!(
+        report.exit_code, 0,
+        "task failures do not fail the shutdown: {report:?}"
+    );
+    let outcome = |phase, task| report.step(phase, Some(task)).map(|step| step.outcome);
+    assert_eq!(outcome("before_drain", "announce"), Some(Outcome::Ok));
+    assert_eq!(outcome("after_http", "flush"), Some(Outcome::Failed));
+    assert_eq!(outcome("after_stores", "slow"), Some(Outcome::Timeout));
+    let phases: Vec<&str> = report.steps.iter().map(|step| step.phase).collect();
+    assert!(
+        !phases.contains(&"stores"),
+        "no store, no stores phase: {phases:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn only_actors_can_be_killed() {
+    let app = with(Service::new("kill")).spawn().await;
+    let refused =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(app.kill_child("http")))
+            .await
+            .expect_err("the HTTP server is no actor");
+    let message = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("cannot be killed"), "{message}");
+    assert_eq!(app.child("http").await.restarts, 0);
+}
+
+#[actix_rt::test]
+#[should_panic(expected = r#"no series http_requests_total{route="/nope"}"#)]
+async fn a_missing_series_fails_instead_of_reading_zero() {
+    let app = with(Service::new("metrics")).spawn().await;
+    app.metric(r#"http_requests_total{route="/nope"}"#).await;
+}
+
+#[actix_rt::test]
+#[should_panic(expected = "waiting for: a reply of 201; last seen: 404")]
+async fn eventually_says_what_it_last_saw() {
+    let app = with(Service::new("waiting")).spawn().await;
+    eventually(Duration::from_millis(100), "a reply of 201", || async {
+        let status = app.get("/nothing-here").await.status;
+        if status == 201 {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+}
+
+/// What a test that panics leaves behind: nothing. The app is dropped by the unwinding, which
+/// drops its database and deletes its keys.
+#[actix_rt::test]
+async fn a_failing_test_leaves_no_database_and_no_keys() {
+    let service = || Service::new("mess").backends(Backends::ALL);
+    let left = std::cell::RefCell::new(None);
+    let failing = async {
+        let app = with(service()).spawn().await;
+        let mut redis = app.redis_connection().await;
+        let key = app.key("left-behind");
+        let _: () = redis::AsyncCommands::set(&mut redis, &key, "x")
+            .await
+            .unwrap();
+        *left.borrow_mut() = Some((app.database().name.clone(), app.key("")));
+        panic!("the test fails");
+    };
+    let failed = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(failing)).await;
+    assert!(failed.is_err());
+    let (database, prefix) = left.take().expect("the app had started");
+
+    let checker = with(service()).spawn().await;
+    let sql = checker.sql().await;
+    let row = sql
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
         .await
-        .unwrap()
-        .text()
+        .unwrap();
+    assert!(row.is_none(), "database {database} was dropped");
+    let mut redis = checker.redis_connection().await;
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut redis, format!("{prefix}*"))
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"jobs_total{kind="echo",outcome="succeeded",queue="slow-lane"} 1"#),
-        "{metrics}"
+        keys.is_empty(),
+        "keys under {prefix} were deleted: {keys:?}"
     );
-    assert_eq!(stop(app).await, 0);
 }

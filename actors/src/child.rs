@@ -29,6 +29,9 @@ pub enum Exit {
 pub struct Running {
     exited: Shared<LocalBoxFuture<'static, Exit>>,
     stop: Rc<dyn Fn()>,
+    /// Makes the child's task panic; only actors started by this module have one, and only
+    /// when the `testing` feature is on (see [`Running::kill`]).
+    kill: Option<Rc<dyn Fn()>>,
 }
 
 impl Running {
@@ -38,7 +41,22 @@ impl Running {
         Self {
             exited: exited.boxed_local().shared(),
             stop: Rc::new(stop),
+            kill: None,
         }
+    }
+
+    fn killed_by(mut self, kill: Option<Rc<dyn Fn()>>) -> Self {
+        self.kill = kill;
+        self
+    }
+
+    /// Makes the child panic inside its own task, as a bug would, so that the supervisor sees
+    /// a real failure and restarts it. False when the child cannot be killed this way: it is
+    /// not an actor started by [`start_actor`] or [`start_plain_actor`], or the crate was built
+    /// without the `testing` feature (the hook costs a poll on every message, so production
+    /// builds leave it out).
+    pub fn kill(&self) -> bool {
+        self.kill.as_ref().map(|kill| kill()).is_some()
     }
 
     /// Resolves when the child has ended; may be awaited any number of times.
@@ -73,9 +91,10 @@ where
 {
     let context = Context::new();
     let addr = context.address();
-    let exited = watch(context.into_future(actor));
+    let (task, kill) = killable(context.into_future(actor));
     let stopper = addr.clone();
-    (addr, Running::new(exited, move || stopper.do_send(Stop)))
+    let running = Running::new(watch(task), move || stopper.do_send(Stop));
+    (addr, running.killed_by(kill))
 }
 
 /// [`start_actor`] for an actor with nothing to finish: asked to stop, its task is ended where
@@ -88,8 +107,44 @@ where
     let context = Context::new();
     let addr = context.address();
     let (abort, registration) = AbortHandle::new_pair();
-    let exited = watch(Abortable::new(context.into_future(actor), registration));
-    (addr, Running::new(exited, move || abort.abort()))
+    let (task, kill) = killable(Abortable::new(context.into_future(actor), registration));
+    let running = Running::new(watch(task), move || abort.abort());
+    (addr, running.killed_by(kill))
+}
+
+/// A hook that makes the child's task panic.
+type Kill = Option<Rc<dyn Fn()>>;
+
+/// `task`, and a hook that makes it panic at its next poll: the panic unwinds out of the
+/// actor's task like any bug's would, and [`watch`] reports it as [`Exit::Failed`].
+#[cfg(feature = "testing")]
+fn killable<F: Future + 'static>(task: F) -> (LocalBoxFuture<'static, ()>, Kill) {
+    use std::cell::RefCell;
+    let (kill, killed) = oneshot::channel::<()>();
+    let killed = async move {
+        match killed.await {
+            Ok(()) => panic!("killed on purpose (Supervisor Kill)"),
+            // The child is gone and its hook with it: nothing will ever kill this task.
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    let task = async move {
+        futures::pin_mut!(task, killed);
+        futures::future::select(task, killed).await;
+    };
+    let kill = RefCell::new(Some(kill));
+    let hook: Rc<dyn Fn()> = Rc::new(move || {
+        if let Some(kill) = kill.borrow_mut().take() {
+            let _ = kill.send(());
+        }
+    });
+    (task.boxed_local(), Some(hook))
+}
+
+/// Without the `testing` feature, the task as it is.
+#[cfg(not(feature = "testing"))]
+fn killable<F: Future + 'static>(task: F) -> (F, Kill) {
+    (task, None)
 }
 
 /// Spawns an actor's task under `catch_unwind` and resolves with how it ended. (Only the

@@ -34,7 +34,9 @@ pub use child::{start_actor, start_plain_actor, Exit, Running, Stop};
 pub use error::StoreError;
 pub use metrics::Metrics;
 pub use readiness::Readiness;
-pub use shutdown::{Phase, ShutdownPlan, ShutdownReason, ShutdownTask};
+pub use shutdown::{
+    Outcome, Phase, ShutdownPlan, ShutdownReason, ShutdownReport, ShutdownTask, Step,
+};
 pub use slot::Slot;
 pub use spec::{ChildSpec, Escalation, Intensity, Restart, StartFailure, SupervisorConfig, Tier};
 pub use store::{Backend, PingReport, PoolConfig, Probe, StoreActor};

@@ -1,6 +1,7 @@
 //! The ordered shutdown sequence: readiness off, drain delay, then every tier from the top
 //! down, each phase bounded by its own deadline and the whole by one more.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -163,6 +164,69 @@ pub fn task_budget(tasks: &[ShutdownTask]) -> Duration {
     longest.values().sum()
 }
 
+/// How one step of the shutdown ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It finished within its deadline.
+    Ok,
+    /// A task answered with an error (logged with it).
+    Failed,
+    /// It ran out of time; the sequence went on without it.
+    Timeout,
+}
+
+impl Outcome {
+    /// The `outcome=` word of the log line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// One step of a shutdown, as its `shutdown phase=…` log line says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// `readiness`, `drain_delay`, a tier (`http`, `workers`, `stores`) or, for a task, its
+    /// [`Phase`] (`after_http`, …).
+    pub phase: &'static str,
+    /// The task's name, for a service's own [`ShutdownTask`].
+    pub task: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// What a finished shutdown did, step by step, and the exit code it ends with: what
+/// [`Terminated`](crate::Terminated) resolves with, so that code embedding a service (a
+/// test) can check the order and outcome of the sequence without reading logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Why the service stopped.
+    pub reason: String,
+    /// The steps, in the order they ended.
+    pub steps: Vec<Step>,
+    /// Whether the whole finished within `shutdown.timeout`.
+    pub finished_in_time: bool,
+    /// The process exit code (see [`ShutdownReason::exit_code`]).
+    pub exit_code: i32,
+}
+
+impl ShutdownReport {
+    /// The step of `phase` (and of `task`, for a task's step), if the sequence had it.
+    pub fn step(&self, phase: &str, task: Option<&str>) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|step| step.phase == phase && step.task.as_deref() == task)
+    }
+}
+
+/// The steps recorded so far; shared by the phases of one sequence.
+type Steps = Rc<RefCell<Vec<Step>>>;
+
 /// A running child as the sequence sees it: its name, how to ask it to stop, and its end.
 pub(crate) struct Stopping {
     pub name: String,
@@ -170,16 +234,18 @@ pub(crate) struct Stopping {
     pub exited: Shared<LocalBoxFuture<'static, Exit>>,
 }
 
-/// Runs the sequence over `tiers` (given top tier first) and tells whether it finished within
-/// `plan.total`. Readiness must already be off: the caller flips it synchronously, so that no
-/// probe can observe "ready" once a stop was asked for.
+/// Runs the sequence over `tiers` (given top tier first) and reports it. Readiness must already
+/// be off: the caller flips it synchronously, so that no probe can observe "ready" once a stop
+/// was asked for.
 pub(crate) async fn run(
+    reason: ShutdownReason,
     plan: ShutdownPlan,
     tiers: Vec<(Tier, Vec<Stopping>)>,
     mut tasks: Vec<ShutdownTask>,
-) -> bool {
+) -> ShutdownReport {
     let started = Instant::now();
-    phase_line("readiness", true, Duration::ZERO);
+    let steps = Steps::default();
+    record(&steps, "readiness", None, Outcome::Ok, Duration::ZERO);
     let mut take = |phase: Phase| -> Vec<ShutdownTask> {
         let (now, later) = tasks.drain(..).partition(|task| task.phase == phase);
         tasks = later;
@@ -194,16 +260,17 @@ pub(crate) async fn run(
         let delay_started = Instant::now();
         let delay = async {
             actix_rt::time::sleep(plan.drain_delay).await;
-            phase_line("drain_delay", true, delay_started.elapsed());
+            let took = delay_started.elapsed();
+            record(&steps, "drain_delay", None, Outcome::Ok, took);
         };
-        futures::join!(delay, run_tasks(Phase::BeforeDrain, before_drain));
+        futures::join!(delay, run_tasks(&steps, Phase::BeforeDrain, before_drain));
         for ((tier, children), (_, tasks)) in tiers.into_iter().zip(after) {
-            stop_tier(tier, children, plan.timeout(tier)).await;
-            run_tasks(Phase::after(tier), tasks).await;
+            stop_tier(&steps, tier, children, plan.timeout(tier)).await;
+            run_tasks(&steps, Phase::after(tier), tasks).await;
         }
     };
     let remaining = plan.total.saturating_sub(started.elapsed());
-    match actix_rt::time::timeout(remaining, phases).await {
+    let finished_in_time = match actix_rt::time::timeout(remaining, phases).await {
         Ok(()) => {
             log::info!(
                 "shutdown complete took_ms={}",
@@ -218,12 +285,19 @@ pub(crate) async fn run(
             );
             false
         }
+    };
+    let steps = steps.take();
+    ShutdownReport {
+        reason: reason.to_string(),
+        steps,
+        finished_in_time,
+        exit_code: reason.exit_code(finished_in_time),
     }
 }
 
 /// Asks every child of one tier to stop, then waits for all of them, at most `timeout`.
 /// A tier with nothing running (a service without stores, say) has no phase and no line.
-async fn stop_tier(tier: Tier, children: Vec<Stopping>, timeout: Duration) {
+async fn stop_tier(steps: &Steps, tier: Tier, children: Vec<Stopping>, timeout: Duration) {
     if children.is_empty() {
         return;
     }
@@ -233,14 +307,20 @@ async fn stop_tier(tier: Tier, children: Vec<Stopping>, timeout: Duration) {
     }
     let waits = children.iter().map(|child| child.exited.clone());
     match actix_rt::time::timeout(timeout, join_all(waits)).await {
-        Ok(_) => phase_line(tier.name(), true, started.elapsed()),
+        Ok(_) => record(steps, tier.name(), None, Outcome::Ok, started.elapsed()),
         Err(_) => {
             let pending: Vec<&str> = children
                 .iter()
                 .filter(|child| child.exited.peek().is_none())
                 .map(|child| child.name.as_str())
                 .collect();
-            phase_line(tier.name(), false, started.elapsed());
+            record(
+                steps,
+                tier.name(),
+                None,
+                Outcome::Timeout,
+                started.elapsed(),
+            );
             log::warn!(
                 "shutdown phase={} still running after {} ms: {}",
                 tier.name(),
@@ -252,41 +332,55 @@ async fn stop_tier(tier: Tier, children: Vec<Stopping>, timeout: Duration) {
 }
 
 /// Runs the tasks of one phase together, each within its own deadline.
-async fn run_tasks(phase: Phase, tasks: Vec<ShutdownTask>) {
+async fn run_tasks(steps: &Steps, phase: Phase, tasks: Vec<ShutdownTask>) {
     let runs = tasks.into_iter().map(|task| async move {
         let started = Instant::now();
         let outcome = match actix_rt::time::timeout(task.timeout, (task.run)()).await {
-            Ok(Ok(())) => "ok",
+            Ok(Ok(())) => Outcome::Ok,
             Ok(Err(error)) => {
                 log::warn!("shutdown phase={phase} task={} failed: {error}", task.name);
-                "failed"
+                Outcome::Failed
             }
-            Err(_) => "timeout",
+            Err(_) => Outcome::Timeout,
         };
-        let took = started.elapsed().as_millis();
-        let line = format!(
-            "shutdown phase={phase} task={} outcome={outcome} took_ms={took}",
-            task.name
+        record(
+            steps,
+            phase.name(),
+            Some(task.name),
+            outcome,
+            started.elapsed(),
         );
-        if outcome == "ok" {
-            log::info!("{line}");
-        } else {
-            log::warn!("{line}");
-        }
     });
     join_all(runs).await;
 }
 
-/// The one log line per phase that operators (and the process tests) read.
-fn phase_line(phase: &str, ok: bool, took: Duration) {
-    let outcome = if ok { "ok" } else { "timeout" };
+/// Keeps a step for the report and writes its log line, the one per step that operators (and
+/// the process tests) read: `shutdown phase=<phase> [task=<name>] outcome=<o> took_ms=<ms>`.
+fn record(
+    steps: &Steps,
+    phase: &'static str,
+    task: Option<String>,
+    outcome: Outcome,
+    took: Duration,
+) {
+    let task_part = task
+        .as_deref()
+        .map(|name| format!(" task={name}"))
+        .unwrap_or_default();
     let line = format!(
-        "shutdown phase={phase} outcome={outcome} took_ms={}",
+        "shutdown phase={phase}{task_part} outcome={} took_ms={}",
+        outcome.name(),
         took.as_millis()
     );
-    if ok {
+    if outcome == Outcome::Ok {
         log::info!("{line}");
     } else {
         log::warn!("{line}");
     }
+    steps.borrow_mut().push(Step {
+        phase,
+        task,
+        outcome,
+        took,
+    });
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::child::{Exit, Running};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::shutdown::{self, ShutdownPlan, ShutdownReason, ShutdownTask, Stopping};
+use crate::shutdown::{self, ShutdownPlan, ShutdownReason, ShutdownReport, ShutdownTask, Stopping};
 use crate::spec::{ChildSpec, Escalation, Restart, SupervisorConfig, Tier};
 
 /// Owns the lifecycle of every child of the service.
@@ -35,7 +35,7 @@ pub struct Supervisor {
     /// The service's own shutdown tasks, handed to the sequence when it starts.
     tasks: Vec<ShutdownTask>,
     shutting_down: bool,
-    terminated: Option<oneshot::Sender<i32>>,
+    terminated: Option<oneshot::Sender<ShutdownReport>>,
 }
 
 struct Child {
@@ -96,16 +96,23 @@ pub struct ChildInfo {
     pub uptime_ms: Option<u64>,
 }
 
-/// Resolves with the process exit code once a shutdown sequence has finished, whatever
-/// started it (a signal, or an escalation inside the supervisor).
-pub struct Terminated(oneshot::Receiver<i32>);
+/// Resolves with the report of the shutdown sequence (its steps and exit code) once it has
+/// finished, whatever started it (a signal, or an escalation inside the supervisor).
+pub struct Terminated(oneshot::Receiver<ShutdownReport>);
 
 impl Future for Terminated {
-    type Output = i32;
+    type Output = ShutdownReport;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<i32> {
-        // A supervisor dropped without finishing a shutdown is a failure.
-        Pin::new(&mut self.0).poll(cx).map(|code| code.unwrap_or(1))
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<ShutdownReport> {
+        Pin::new(&mut self.0).poll(cx).map(|report| {
+            // A supervisor dropped without finishing a shutdown is a failure.
+            report.unwrap_or_else(|_| ShutdownReport {
+                reason: "the supervisor stopped without a shutdown sequence".into(),
+                steps: Vec::new(),
+                finished_in_time: false,
+                exit_code: 1,
+            })
+        })
     }
 }
 
@@ -114,6 +121,15 @@ impl Future for Terminated {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Shutdown(pub ShutdownReason);
+
+/// Makes the running child named `.0` panic inside its own task, so that supervision (the
+/// restart, its backoff, the restart metric, the intensity) is exercised for real, the way a
+/// bug would. `Err` says why it could not: no such child, not running, or not killable (only
+/// actors started by [`start_actor`](crate::start_actor) and
+/// [`start_plain_actor`](crate::start_plain_actor) are, and only with the `testing` feature).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), String>")]
+pub struct Kill(pub String);
 
 /// Lists every child with its state, for `/admin/actors`.
 #[derive(Message, Debug)]
@@ -354,14 +370,40 @@ impl Handler<Shutdown> for Supervisor {
             }
         }
         let tasks = std::mem::take(&mut self.tasks);
-        ctx.spawn(shutdown::run(self.plan, tiers, tasks).into_actor(self).map(
-            move |finished_in_time, act, _| {
-                let code = reason.exit_code(finished_in_time);
-                if let Some(terminated) = act.terminated.take() {
-                    let _ = terminated.send(code);
-                }
-            },
-        ));
+        ctx.spawn(
+            shutdown::run(reason, self.plan, tiers, tasks)
+                .into_actor(self)
+                .map(move |report, act, _| {
+                    if let Some(terminated) = act.terminated.take() {
+                        let _ = terminated.send(report);
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<Kill> for Supervisor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, Kill(name): Kill, _: &mut Self::Context) -> Result<(), String> {
+        let child = self
+            .children
+            .iter()
+            .find(|child| child.spec.name == name)
+            .ok_or_else(|| format!("no child named {name}"))?;
+        let running = child
+            .running
+            .as_ref()
+            .ok_or_else(|| format!("child {name} is not running ({:?})", child.state))?;
+        if running.kill() {
+            log::warn!("child {name} killed on request");
+            Ok(())
+        } else {
+            Err(format!(
+                "child {name} cannot be killed: not an actor started by start_actor, \
+                 or steward-actors was built without the testing feature"
+            ))
+        }
     }
 }
 

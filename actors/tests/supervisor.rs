@@ -9,8 +9,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use steward_actors::supervisor::{ChildState, ListChildren, Shutdown};
 use steward_actors::{
-    start_actor, Backoff, ChildInfo, ChildSpec, Escalation, Intensity, Metrics, Readiness, Restart,
-    ShutdownPlan, ShutdownReason, Stop, Supervisor, SupervisorConfig, Terminated, Tier,
+    start_actor, Backoff, ChildInfo, ChildSpec, Escalation, Intensity, Metrics, Outcome, Readiness,
+    Restart, ShutdownPlan, ShutdownReason, Stop, Supervisor, SupervisorConfig, Terminated, Tier,
 };
 
 /// A child that panics or stops on request, and records its stop in a shared journal.
@@ -229,7 +229,7 @@ async fn escalation_exit_runs_the_shutdown_with_code_70() {
         send(&current, Order::Panic);
     }
     assert_eq!(
-        terminated.await,
+        terminated.await.exit_code,
         70,
         "the third restart in the window escalates"
     );
@@ -256,9 +256,17 @@ async fn shutdown_stops_tiers_from_the_top_down() {
 
     supervisor.do_send(Shutdown(ShutdownReason::Signal("test")));
     supervisor.do_send(Shutdown(ShutdownReason::Signal("again")));
-    assert_eq!(terminated.await, 0);
+    let report = terminated.await;
+    assert_eq!(report.exit_code, 0);
     assert!(readiness.is_shutting_down());
     assert_eq!(*journal.borrow(), ["http", "worker", "store"]);
+    let steps: Vec<_> = report.steps.iter().map(|step| step.phase).collect();
+    assert_eq!(
+        steps,
+        ["readiness", "drain_delay", "http", "workers", "stores"],
+        "the report follows the sequence: {report:?}"
+    );
+    assert!(report.steps.iter().all(|step| step.outcome == Outcome::Ok));
     let children = supervisor.send(ListChildren).await.unwrap();
     assert!(
         children.iter().all(|c| c.state == ChildState::Stopped),

@@ -4,38 +4,40 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::TcpProxy;
-use common::{error_code, eventually, json_of, spawn_app, spawn_app_with, TestApp};
+use common::{spawn_app, spawn_app_with, Accounts};
+
 use futures::future::join_all;
 use serde_json::{json, Value};
+use steward::testing::{eventually, Reply, TestApp};
 
 async fn create(app: &TestApp, name: &str, balance: i64) -> Value {
     let response = app.post_account(name, balance).await;
-    assert_eq!(response.status().as_u16(), 201);
-    response.json().await.unwrap()
+    assert_eq!(response.status, 201);
+    response.body
 }
 
 #[actix_rt::test]
 async fn create_and_read_an_account() {
     let app = spawn_app().await;
     let response = app.post_account("Ada Lovelace", 1500).await;
-    assert_eq!(response.status().as_u16(), 201);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let account: Value = response.json().await.unwrap();
+    assert_eq!(response.status, 201);
+    let location = response.headers["location"].to_str().unwrap().to_owned();
+    let account: Value = response.body;
     assert_eq!(location, format!("/v1/accounts/{}", account["id"]));
     assert_eq!(account["name"], "Ada Lovelace");
     assert_eq!(account["balance"], 1500);
     assert_eq!(account["initial_balance"], 1500);
     assert!(account["created_at"].as_str().unwrap().ends_with('Z'));
 
-    let read: Value = app.get(&location).await.json().await.unwrap();
+    let read: Value = app.get(&location).await.body;
     assert_eq!(read, account);
-    let bypass = json_of(
-        app.client
+    let bypass = Reply::of(
+        app.http()
             .get(app.url(&location))
             .header("cache-control", "no-cache"),
     )
-    .await;
+    .await
+    .body;
     assert_eq!(bypass, account);
 }
 
@@ -43,7 +45,7 @@ async fn create_and_read_an_account() {
 async fn bad_account_input_gets_the_documented_4xx_and_stores_nothing() {
     let app = spawn_app().await;
     let post = |body: String, content_type: &'static str| {
-        app.client
+        app.http()
             .post(app.url("/v1/accounts"))
             .header("content-type", content_type)
             .body(body)
@@ -92,13 +94,13 @@ async fn bad_account_input_gets_the_documented_4xx_and_stores_nothing() {
     for (body, status, code) in cases {
         let response = post(body.clone(), "application/json").await.unwrap();
         assert_eq!(
-            error_code(response).await,
+            Reply::read(response).await.outcome(),
             (status, code.to_owned()),
             "{body}"
         );
     }
     let wrong_type = post("{}".into(), "text/plain").await.unwrap();
-    assert_eq!(error_code(wrong_type).await.0, 415);
+    assert_eq!(Reply::read(wrong_type).await.outcome().0, 415);
 
     // SQL metacharacters are data, stored as given.
     let odd = "Robert'); DROP TABLE accounts; --";
@@ -114,17 +116,15 @@ async fn bad_account_input_gets_the_documented_4xx_and_stores_nothing() {
     assert_eq!(count, 1, "only the valid account was stored");
 
     assert_eq!(
-        error_code(app.get("/v1/accounts/999999").await).await,
+        app.get("/v1/accounts/999999").await.outcome(),
         (404, "account_not_found".into())
     );
     assert_eq!(
-        error_code(app.get("/v1/accounts/abc").await).await,
+        app.get("/v1/accounts/abc").await.outcome(),
         (400, "invalid_path".into())
     );
     assert_eq!(
-        error_code(app.get("/v1/accounts/99999999999999999999").await)
-            .await
-            .0,
+        app.get("/v1/accounts/99999999999999999999").await.status,
         400
     );
 }
@@ -143,7 +143,7 @@ async fn accounts_page_by_keyset() {
     let mut seen = Vec::new();
     let mut path = "/v1/accounts?limit=2".to_owned();
     loop {
-        let page: Value = app.get(&path).await.json().await.unwrap();
+        let page: Value = app.get(&path).await.body;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
         seen.extend(items.iter().map(|a| a["id"].as_i64().unwrap()));
@@ -153,7 +153,7 @@ async fn accounts_page_by_keyset() {
         }
     }
     assert_eq!(seen, ids);
-    let all: Value = app.get("/v1/accounts").await.json().await.unwrap();
+    let all: Value = app.get("/v1/accounts").await.body;
     assert_eq!(all["items"].as_array().unwrap().len(), 5);
     assert_eq!(all["next_cursor"], Value::Null);
 
@@ -165,7 +165,7 @@ async fn accounts_page_by_keyset() {
         ("limit=x", "invalid_query"),
     ] {
         assert_eq!(
-            error_code(app.get(&format!("/v1/accounts?{query}")).await).await,
+            app.get(&format!("/v1/accounts?{query}")).await.outcome(),
             (400, code.to_owned()),
             "{query}"
         );
@@ -179,7 +179,7 @@ async fn concurrent_misses_run_one_database_read() {
     let path = format!("/v1/accounts/{id}");
     let reads = (0..32).map(|_| app.get(&path));
     for response in join_all(reads).await {
-        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.status, 200);
     }
     let loads = app
         .metric("db_query_duration_seconds_count{query=\"account_by_id\"}")
@@ -196,7 +196,7 @@ async fn concurrent_misses_run_one_database_read() {
 async fn unknown_accounts_are_cached_briefly_as_not_found() {
     let app = spawn_app().await;
     for _ in 0..3 {
-        assert_eq!(app.status("/v1/accounts/424242").await, 404);
+        assert_eq!(app.get("/v1/accounts/424242").await.status, 404);
     }
     let loads = app
         .metric("db_query_duration_seconds_count{query=\"account_by_id\"}")
@@ -206,22 +206,21 @@ async fn unknown_accounts_are_cached_briefly_as_not_found() {
 
 #[actix_rt::test]
 async fn reads_fall_back_to_the_database_while_redis_is_cut() {
-    let proxy = TcpProxy::start("127.0.0.1:6379".parse().unwrap());
-    let url = proxy.url("redis", "");
-    let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
+    let app = spawn_app().await;
+    let proxy = app.redis();
     let id = create(&app, "steady", 7).await["id"].as_i64().unwrap();
     let path = format!("/v1/accounts/{id}");
-    assert_eq!(app.status(&path).await, 200);
+    assert_eq!(app.get(&path).await.status, 200);
 
     proxy.cut();
     for _ in 0..5 {
         let response = app.get(&path).await;
-        assert_eq!(response.status().as_u16(), 200, "served from PostgreSQL");
-        let account: Value = response.json().await.unwrap();
+        assert_eq!(response.status, 200, "served from PostgreSQL");
+        let account: Value = response.body;
         assert_eq!(account["balance"], 7);
     }
     assert_eq!(app.metric("cache_degraded").await, 1.0);
-    let ready: Value = app.get("/health/ready").await.json().await.unwrap();
+    let ready: Value = app.get("/health/ready").await.body;
     assert_eq!(ready["status"], "degraded", "{ready}");
 
     proxy.restore();
@@ -229,13 +228,10 @@ async fn reads_fall_back_to_the_database_while_redis_is_cut() {
         Duration::from_secs(5),
         "the cache is used again",
         || async {
-            let before = app
-                .metric("cache_requests_total{op=\"get\",result=\"hit\"}")
-                .await;
+            let hits = r#"cache_requests_total{op="get",result="hit"}"#;
+            let before = app.metrics().await.get(hits).unwrap_or(0.0);
             app.get(&path).await;
-            app.metric("cache_requests_total{op=\"get\",result=\"hit\"}")
-                .await
-                > before
+            app.metrics().await.get(hits).unwrap_or(0.0) > before
         },
     )
     .await;
@@ -244,31 +240,28 @@ async fn reads_fall_back_to_the_database_while_redis_is_cut() {
 
 #[actix_rt::test]
 async fn a_postgres_outage_answers_503_not_500_and_recovers() {
-    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap());
-    let db = common::TestDb::create().await;
-    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
-    let app = spawn_app_with(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
+    let app = spawn_app().await;
+    let proxy = app.postgres();
     let id = create(&app, "durable", 3).await["id"].as_i64().unwrap();
 
     proxy.cut();
     let bypass = app
-        .client
+        .http()
         .get(app.url(&format!("/v1/accounts/{id}")))
         .header("cache-control", "no-cache")
         .send()
         .await
         .unwrap();
     assert!(bypass.headers().contains_key("retry-after"));
-    let (status, code) = error_code(bypass).await;
+    let (status, code) = Reply::read(bypass).await.outcome();
     assert!(status == 503 || status == 504, "{status} {code}");
-    let post = app.post_account("later", 1).await;
-    let (status, code) = error_code(post).await;
+    let (status, code) = app.post_account("later", 1).await.outcome();
     assert!(status == 503 || status == 504, "{status} {code}");
 
     proxy.restore();
     eventually(Duration::from_secs(10), "writes work again", || async {
         let response = app.post_account("later", 1).await;
-        response.status().as_u16() == 201
+        response.status == 201
     })
     .await;
 }
@@ -282,15 +275,15 @@ async fn a_query_past_its_deadline_answers_504_and_stops_on_the_server() {
         started.elapsed() < Duration::from_secs(2),
         "answered at the deadline"
     );
-    assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(error_code(response).await, (504, "timeout".into()));
+    assert!(response.headers.contains_key("retry-after"));
+    assert_eq!(response.outcome(), (504, "timeout".into()));
 
     let sql = app.sql().await;
     eventually(Duration::from_secs(2), "the statement is gone from the server", || async {
         let running: i64 = sql
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
-                &[&app.db.name],
+                &[&app.database().name],
             )
             .await
             .unwrap()
@@ -299,7 +292,7 @@ async fn a_query_past_its_deadline_answers_504_and_stops_on_the_server() {
     })
     .await;
     assert_eq!(
-        app.status("/v1/accounts?limit=1").await,
+        app.get("/v1/accounts?limit=1").await.status,
         200,
         "the shared connection still works"
     );

@@ -20,6 +20,7 @@ fn sources(env_name: Option<&str>, file: Option<PathBuf>, vars: &[(&str, &str)])
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        profile: None,
     }
 }
 

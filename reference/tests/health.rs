@@ -5,16 +5,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::TcpProxy;
-use common::{closed_port, eventually, spawn_app, spawn_app_unchecked, spawn_app_with};
+use common::{spawn_app, spawn_app_unchecked};
+
 use serde_json::Value;
+use steward::testing::{closed_port, eventually, TcpProxy, TestApp};
 
 #[actix_rt::test]
 async fn ready_when_both_stores_answer() {
     let app = spawn_app().await;
     let response = app.get("/health/ready").await;
-    assert_eq!(response.status().as_u16(), 200);
-    let body: Value = response.json().await.unwrap();
+    assert_eq!(response.status, 200);
+    let body: Value = response.body;
     assert_eq!(body["status"], "ready");
     for store in ["redis", "postgres"] {
         assert_eq!(body["checks"][store]["status"], "up", "{body}");
@@ -27,15 +28,15 @@ async fn not_ready_naming_postgres_on_a_closed_port_while_live() {
     let url = format!("postgres://postgres@127.0.0.1:{}/steward", closed_port());
     let app = spawn_app_unchecked(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
     assert_eq!(
-        app.status("/health/live").await,
+        app.get("/health/live").await.status,
         200,
         "liveness ignores stores"
     );
 
     let response = app.get("/health/ready").await;
-    assert_eq!(response.status().as_u16(), 503);
-    assert!(response.headers().contains_key("retry-after"));
-    let body: Value = response.json().await.unwrap();
+    assert_eq!(response.status, 503);
+    assert!(response.headers.contains_key("retry-after"));
+    let body: Value = response.body;
     let error = &body["error"];
     assert_eq!(error["code"], "not_ready");
     assert!(
@@ -54,8 +55,8 @@ async fn redis_down_is_degraded_not_unready_unless_required() {
         let app = &app;
         move || async move {
             let response = app.get("/health/ready").await;
-            let code = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
+            let code = response.status;
+            let body: Value = response.body;
             code == 200 && body["status"] == status && body["checks"]["redis"]["status"] == "down"
         }
     };
@@ -72,8 +73,8 @@ async fn redis_down_is_degraded_not_unready_unless_required() {
     ])
     .await;
     let response = required.get("/health/ready").await;
-    assert_eq!(response.status().as_u16(), 503);
-    let body: Value = response.json().await.unwrap();
+    assert_eq!(response.status, 503);
+    let body: Value = response.body;
     assert!(
         body["error"]["message"].as_str().unwrap().contains("redis"),
         "{body}"
@@ -84,21 +85,20 @@ async fn redis_down_is_degraded_not_unready_unless_required() {
 /// readiness answer `down` (status code and body status) naming the store, still live; ready
 /// again without a restart once it is restored.
 async fn outage_and_recovery(
-    app: &common::TestApp,
+    app: &TestApp,
     proxy: &TcpProxy,
     store: &str,
     down: (u16, &'static str),
 ) {
     let ready = |expected: (u16, &'static str)| {
         move || async move {
-            let response = app.get("/health/ready").await;
-            let code = response.status().as_u16();
-            let body: Value = response.json().await.unwrap();
-            let status = body["status"]
-                .as_str()
-                .or(body["error"]["code"].as_str())
-                .unwrap_or("");
-            (code, status) == expected
+            let reply = app.get("/health/ready").await;
+            let status = reply.body["status"].as_str().or(reply.code()).unwrap_or("");
+            if (reply.status, status) == expected {
+                Ok(())
+            } else {
+                Err(reply.body)
+            }
         }
     };
     eventually(
@@ -115,7 +115,7 @@ async fn outage_and_recovery(
         ready(down),
     )
     .await;
-    let body: Value = app.get("/health/ready").await.json().await.unwrap();
+    let body: Value = app.get("/health/ready").await.body;
     let checks = body["checks"]
         .as_object()
         .or(body["error"]["details"]["checks"].as_object())
@@ -127,7 +127,7 @@ async fn outage_and_recovery(
         let expected = if down { "down" } else { "up" };
         assert_eq!(check["status"], expected, "{name}: {body}");
     }
-    assert_eq!(app.status("/health/live").await, 200);
+    assert_eq!(app.get("/health/live").await.status, 200);
 
     proxy.restore();
     eventually(
@@ -137,7 +137,7 @@ async fn outage_and_recovery(
     )
     .await;
     assert_eq!(
-        app.child(store).await["restarts"],
+        app.child(store).await.restarts,
         0,
         "recovered without a restart"
     );
@@ -145,31 +145,26 @@ async fn outage_and_recovery(
 
 #[actix_rt::test]
 async fn postgres_outage_is_reported_and_recovered_from_by_itself() {
-    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap());
-    let db = common::TestDb::create().await;
-    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
-    let app = spawn_app_with(&[("STEWARD__POSTGRES__URL", url.as_str())]).await;
-    outage_and_recovery(&app, &proxy, "postgres", (503, "not_ready")).await;
+    let app = spawn_app().await;
+    outage_and_recovery(&app, app.postgres(), "postgres", (503, "not_ready")).await;
 }
 
 #[actix_rt::test]
 async fn redis_outage_is_reported_and_recovered_from_by_itself() {
-    let proxy = TcpProxy::start("127.0.0.1:6379".parse().unwrap());
-    let url = proxy.url("redis", "");
-    let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
-    outage_and_recovery(&app, &proxy, "redis", (200, "degraded")).await;
+    let app = spawn_app().await;
+    outage_and_recovery(&app, app.redis(), "redis", (200, "degraded")).await;
 }
 
 #[actix_rt::test]
 async fn store_metrics_follow_the_checks() {
     let app = spawn_app().await;
     eventually(Duration::from_secs(5), "store_up gauges", || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.get("/metrics").await.text;
         text.contains("store_up{store=\"redis\"} 1")
             && text.contains("store_up{store=\"postgres\"} 1")
     })
     .await;
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.get("/metrics").await.text;
     assert!(
         text.contains("pool_connections{pool=\"postgres\",state=\"idle\"}"),
         "{text}"

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::service::Service;
-use common::{error_code, spawn_app, TestApp};
+use common::{spawn_app, Accounts};
+
 use serde_json::{json, Value};
+use steward::testing::{Reply, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -64,13 +66,13 @@ async fn account_count(app: &TestApp) -> i64 {
 async fn a_trickled_body_gets_a_json_408_closes_and_stores_nothing() {
     let app = spawn_app().await;
     let head = b"PUT /v1/kv/trickled HTTP/1.1\r\nHost: steward\r\nContent-Length: 100\r\n\r\n";
-    let (answer, took) = trickle(app.addr, head, &[b'x'; 100], Duration::from_millis(200)).await;
+    let (answer, took) = trickle(app.addr(), head, &[b'x'; 100], Duration::from_millis(200)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("connection: close"), "{answer}");
     assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
     // body_timeout is 2 s in the test configuration; 100 bytes would have taken 20 s.
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert_eq!(status(&app.client, app.url("/v1/kv/trickled")).await, 404);
+    assert_eq!(status(app.http(), app.url("/v1/kv/trickled")).await, 404);
 }
 
 /// The process's resident memory, from its own `/metrics`.
@@ -133,7 +135,7 @@ async fn a_trickled_head_is_cut_off() {
     let app = spawn_app().await;
     let head = b"GET /v1/kv/x HTTP/1.1\r\nHost: steward\r\n";
     let (answer, took) = trickle(
-        app.addr,
+        app.addr(),
         head,
         b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         Duration::from_millis(200),
@@ -153,20 +155,26 @@ async fn an_oversized_head_gets_a_json_431() {
     let app = spawn_app().await;
     let big = "a".repeat(20_000);
     let response = app
-        .client
+        .http()
         .get(app.url("/version"))
         .header("x-padding", &big)
         .send()
         .await
         .unwrap();
     assert_eq!(response.headers()["connection"], "close");
-    assert_eq!(error_code(response).await, (431, "head_too_large".into()));
+    assert_eq!(
+        Reply::read(response).await.outcome(),
+        (431, "head_too_large".into())
+    );
     let long_path = app.url(&format!("/v1/kv/{big}"));
-    let response = app.client.get(long_path).send().await.unwrap();
-    assert_eq!(error_code(response).await, (431, "head_too_large".into()));
+    let response = app.http().get(long_path).send().await.unwrap();
+    assert_eq!(
+        Reply::read(response).await.outcome(),
+        (431, "head_too_large".into())
+    );
     // Under the limit, the same header is fine.
     let response = app
-        .client
+        .http()
         .get(app.url("/version"))
         .header("x-padding", "a".repeat(1000))
         .send()
@@ -180,13 +188,13 @@ async fn huge_bodies_are_refused_with_413_and_store_nothing() {
     let app = spawn_app().await;
     let huge = vec![b'v'; 2 << 20];
     let response = app
-        .client
+        .http()
         .put(app.url("/v1/kv/huge"))
         .body(huge.clone())
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(response).await.0, 413);
+    assert_eq!(Reply::read(response).await.outcome().0, 413);
     // Chunked, with no Content-Length to refuse up front: counted while it streams.
     let chunks = futures::stream::iter(
         huge.chunks(64 * 1024)
@@ -194,24 +202,24 @@ async fn huge_bodies_are_refused_with_413_and_store_nothing() {
             .collect::<Vec<_>>(),
     );
     let response = app
-        .client
+        .http()
         .put(app.url("/v1/kv/huge"))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(response).await.0, 413);
-    assert_eq!(status(&app.client, app.url("/v1/kv/huge")).await, 404);
+    assert_eq!(Reply::read(response).await.outcome().0, 413);
+    assert_eq!(status(app.http(), app.url("/v1/kv/huge")).await, 404);
 
     let name = "n".repeat(100_000);
     let response = app
-        .client
+        .http()
         .post(app.url("/v1/accounts"))
         .json(&json!({"name": name, "initial_balance": 1}))
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(response).await.0, 413);
+    assert_eq!(Reply::read(response).await.outcome().0, 413);
     assert_eq!(account_count(&app).await, 0);
 }
 
@@ -219,28 +227,28 @@ async fn huge_bodies_are_refused_with_413_and_store_nothing() {
 async fn invalid_utf8_in_keys_and_json_is_a_400() {
     let app = spawn_app().await;
     let response = app.get("/v1/kv/%FF%FE").await;
-    assert_eq!(error_code(response).await, (400, "invalid_key".into()));
+    assert_eq!(response.outcome(), (400, "invalid_key".into()));
     let response = app
-        .client
+        .http()
         .put(app.url("/v1/locks/%C3%28"))
         .json(&json!({"token": "t", "ttl_ms": 1000}))
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(response).await.0, 400);
+    assert_eq!(Reply::read(response).await.outcome().0, 400);
 
     let mut body = br#"{"name": "caf"#.to_vec();
     body.extend_from_slice(&[0xFF, 0xFE]);
     body.extend_from_slice(br#"", "initial_balance": 5}"#);
     let response = app
-        .client
+        .http()
         .post(app.url("/v1/accounts"))
         .header("content-type", "application/json")
         .body(body)
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(response).await.0, 400);
+    assert_eq!(Reply::read(response).await.outcome().0, 400);
     assert_eq!(account_count(&app).await, 0);
 }
 
@@ -265,7 +273,7 @@ async fn deeply_nested_json_is_refused_not_a_crash() {
         ("/v1/transfers", nested.clone(), (422, "invalid_body")),
     ] {
         let response = app
-            .client
+            .http()
             .post(app.url(path))
             .header("content-type", "application/json")
             .header("idempotency-key", "nested")
@@ -274,12 +282,12 @@ async fn deeply_nested_json_is_refused_not_a_crash() {
             .await
             .unwrap();
         assert_eq!(
-            error_code(response).await,
+            Reply::read(response).await.outcome(),
             (expected.0, expected.1.into()),
             "{path}"
         );
     }
-    assert_eq!(app.status("/health/live").await, 200);
+    assert_eq!(app.get("/health/live").await.status, 200);
     assert_eq!(account_count(&app).await, 0);
 }
 
@@ -298,15 +306,10 @@ async fn sql_metacharacters_are_stored_and_returned_as_data() {
     let mut ids = Vec::new();
     for name in NASTY {
         let response = app.post_account(name, 10).await;
-        assert_eq!(response.status().as_u16(), 201, "{name}");
-        let created: Value = response.json().await.unwrap();
+        assert_eq!(response.status, 201, "{name}");
+        let created: Value = response.body;
         let id = created["id"].as_i64().unwrap();
-        let read: Value = app
-            .get(&format!("/v1/accounts/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let read: Value = app.get(&format!("/v1/accounts/{id}")).await.body;
         assert_eq!(read["name"], name);
         ids.push(id);
     }
@@ -314,7 +317,7 @@ async fn sql_metacharacters_are_stored_and_returned_as_data() {
     let key = "k'\";--)/*%_\\";
     for _ in 0..2 {
         let response = app
-            .client
+            .http()
             .post(app.url("/v1/transfers"))
             .header("idempotency-key", key)
             .json(&json!({"from": ids[0], "to": ids[1], "amount": 3}))
@@ -324,7 +327,7 @@ async fn sql_metacharacters_are_stored_and_returned_as_data() {
         assert_eq!(response.status().as_u16(), 201);
     }
     let job = app
-        .client
+        .http()
         .post(app.url("/v1/jobs"))
         .json(&json!({"kind": "test.record", "payload": {"note": NASTY}}))
         .send()
@@ -335,19 +338,14 @@ async fn sql_metacharacters_are_stored_and_returned_as_data() {
         .as_str()
         .unwrap()
         .to_owned();
-    let shown: Value = app
-        .get(&format!("/v1/jobs/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = app.get(&format!("/v1/jobs/{id}")).await.body;
     assert_eq!(shown["payload"]["note"], json!(NASTY));
     for (path, code) in [
         ("/v1/kv/a';DROP", "invalid_key"),
         ("/v1/jobs/dead?cursor=0-0%20COUNT%201", "invalid_cursor"),
     ] {
         let response = app.get(path).await;
-        assert_eq!(error_code(response).await, (400, code.into()), "{path}");
+        assert_eq!(response.outcome(), (400, code.into()), "{path}");
     }
 
     let sql = app.sql().await;

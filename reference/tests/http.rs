@@ -3,27 +3,30 @@
 mod common;
 
 use common::{spawn_app, spawn_app_with};
+
 use reqwest::Method;
 use serde_json::{json, Value};
+use steward::testing::Reply;
 
 /// Checks the envelope shape and returns the error code.
-async fn envelope(response: reqwest::Response, status: u16) -> String {
-    assert_eq!(response.status().as_u16(), status);
+fn envelope(reply: Reply, status: u16) -> String {
+    assert_eq!(reply.status, status);
     assert_eq!(
-        response.headers()["content-type"],
-        "application/json",
+        reply.header("content-type"),
+        Some("application/json"),
         "errors are JSON"
     );
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let body: Value = response.json().await.expect("JSON body");
-    let error = &body["error"];
-    assert_eq!(error["request_id"], request_id.as_str(), "{body}");
+    let error = &reply.body["error"];
+    assert_eq!(
+        error["request_id"].as_str(),
+        reply.request_id(),
+        "{}",
+        reply.text
+    );
     assert!(
         error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
+        "{}",
+        reply.text
     );
     error["code"].as_str().expect("code").to_owned()
 }
@@ -32,7 +35,7 @@ async fn envelope(response: reqwest::Response, status: u16) -> String {
 async fn request_id_is_echoed_when_well_formed_and_generated_otherwise() {
     let app = spawn_app().await;
     let kept = app
-        .client
+        .http()
         .get(app.url("/health/live"))
         .header("x-request-id", "abc-123.trace:1")
         .send()
@@ -41,7 +44,7 @@ async fn request_id_is_echoed_when_well_formed_and_generated_otherwise() {
     assert_eq!(kept.headers()["x-request-id"], "abc-123.trace:1");
 
     let replaced = app
-        .client
+        .http()
         .get(app.url("/health/live"))
         .header("x-request-id", "not a valid id!")
         .send()
@@ -52,7 +55,7 @@ async fn request_id_is_echoed_when_well_formed_and_generated_otherwise() {
     assert_eq!(generated.len(), 32, "a fresh uuid: {generated}");
 
     let error = app
-        .client
+        .http()
         .get(app.url("/nowhere"))
         .header("x-request-id", "err-42")
         .send()
@@ -67,18 +70,18 @@ async fn request_id_is_echoed_when_well_formed_and_generated_otherwise() {
 async fn every_error_is_the_json_envelope() {
     let app = spawn_app_with(&[("STEWARD__SERVER__MAX_JSON_SIZE", "64")]).await;
 
-    assert_eq!(
-        envelope(app.get("/no/such/route").await, 404).await,
-        "not_found"
-    );
+    assert_eq!(envelope(app.get("/no/such/route").await, 404), "not_found");
 
     let wrong_method = app
-        .client
+        .http()
         .post(app.url("/health/live"))
         .send()
         .await
         .unwrap();
-    assert_eq!(envelope(wrong_method, 405).await, "method_not_allowed");
+    assert_eq!(
+        envelope(Reply::read(wrong_method).await, 405),
+        "method_not_allowed"
+    );
 
     let put = |body: &'static str, content_type: &'static str| {
         app.admin(Method::PUT, "/admin/log-level")
@@ -87,33 +90,42 @@ async fn every_error_is_the_json_envelope() {
             .send()
     };
     let malformed = put("{\"level\": ", "application/json").await.unwrap();
-    assert_eq!(envelope(malformed, 400).await, "invalid_json");
+    assert_eq!(envelope(Reply::read(malformed).await, 400), "invalid_json");
 
     let wrong_shape = put("{\"lvl\": \"info\"}", "application/json")
         .await
         .unwrap();
-    assert_eq!(envelope(wrong_shape, 422).await, "invalid_body");
+    assert_eq!(
+        envelope(Reply::read(wrong_shape).await, 422),
+        "invalid_body"
+    );
 
     let oversized = Box::leak(format!("{{\"level\": \"{}\"}}", "x".repeat(200)).into_boxed_str());
     let too_large = put(oversized, "application/json").await.unwrap();
-    assert_eq!(envelope(too_large, 413).await, "payload_too_large");
+    assert_eq!(
+        envelope(Reply::read(too_large).await, 413),
+        "payload_too_large"
+    );
 
     let wrong_type = put("level=info", "text/plain").await.unwrap();
-    assert_eq!(envelope(wrong_type, 415).await, "unsupported_media_type");
+    assert_eq!(
+        envelope(Reply::read(wrong_type).await, 415),
+        "unsupported_media_type"
+    );
 }
 
 #[actix_rt::test]
 async fn responses_carry_security_headers() {
     let app = spawn_app().await;
     let json = app.get("/version").await;
-    assert_eq!(json.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(json.headers()["x-frame-options"], "DENY");
-    assert_eq!(json.headers()["referrer-policy"], "no-referrer");
-    assert!(json.headers().get("content-security-policy").is_none());
+    assert_eq!(json.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(json.header("x-frame-options"), Some("DENY"));
+    assert_eq!(json.header("referrer-policy"), Some("no-referrer"));
+    assert!(json.header("content-security-policy").is_none());
 
     let text = app.get("/metrics").await;
-    assert!(text.headers()["content-security-policy"]
-        .to_str()
+    assert!(text
+        .header("content-security-policy")
         .unwrap()
         .contains("default-src 'none'"));
 }
@@ -121,7 +133,7 @@ async fn responses_carry_security_headers() {
 #[actix_rt::test]
 async fn version_names_the_build() {
     let app = spawn_app().await;
-    let body: Value = app.get("/version").await.json().await.unwrap();
+    let body: Value = app.get("/version").await.body;
     assert_eq!(body["name"], "steward");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert!(body["git_commit"].as_str().is_some_and(|c| !c.is_empty()));
@@ -131,8 +143,8 @@ async fn version_names_the_build() {
 }
 
 /// The value of `http_requests_total` for one label set, 0 when absent.
-async fn requests_total(app: &common::TestApp, route: &str, status: &str) -> u64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
+async fn requests_total(app: &steward::testing::TestApp, route: &str, status: &str) -> u64 {
+    let text = app.get("/metrics").await.text;
     let needle =
         format!("http_requests_total{{method=\"GET\",route=\"{route}\",status=\"{status}\"}} ");
     text.lines()
@@ -145,7 +157,7 @@ async fn metrics_count_requests_by_route_pattern() {
     let app = spawn_app().await;
     let before = requests_total(&app, "/version", "200").await;
     for _ in 0..3 {
-        assert_eq!(app.status("/version").await, 200);
+        assert_eq!(app.get("/version").await.status, 200);
     }
     assert_eq!(requests_total(&app, "/version", "200").await, before + 3);
 
@@ -154,7 +166,7 @@ async fn metrics_count_requests_by_route_pattern() {
     app.get("/random/b2").await;
     assert_eq!(requests_total(&app, "unmatched", "404").await, 2);
 
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.get("/metrics").await.text;
     assert!(text.contains("http_request_duration_seconds_bucket{method=\"GET\",route=\"/version\""));
     assert!(text.contains("http_requests_in_flight"));
     assert!(
@@ -168,19 +180,21 @@ async fn metrics_count_requests_by_route_pattern() {
 async fn admin_routes_need_the_token() {
     let app = spawn_app().await;
     let anonymous = app.get("/admin/actors").await;
-    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
-    assert_eq!(envelope(anonymous, 401).await, "unauthorized");
+    assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(envelope(anonymous, 401), "unauthorized");
 
     let wrong = app
-        .client
+        .http()
         .get(app.url("/admin/actors"))
         .bearer_auth("not-the-token")
         .send()
         .await
         .unwrap();
-    assert_eq!(envelope(wrong, 401).await, "unauthorized");
+    assert_eq!(envelope(Reply::read(wrong).await, 401), "unauthorized");
 
-    let body = common::json_of(app.admin(Method::GET, "/admin/actors")).await;
+    let body = Reply::of(app.admin(Method::GET, "/admin/actors"))
+        .await
+        .body;
     let names: Vec<&str> = body["children"]
         .as_array()
         .unwrap()
@@ -198,7 +212,7 @@ async fn admin_routes_need_the_token() {
             "http"
         ]
     );
-    let http = app.child("http").await;
+    let http = &body["children"][5];
     assert_eq!(http["tier"], "http");
     assert_eq!(http["state"], "running");
     assert_eq!(http["restarts"], 0);
@@ -212,7 +226,7 @@ async fn admin_routes_are_absent_without_a_token() {
         .send()
         .await
         .unwrap();
-    assert_eq!(envelope(response, 404).await, "not_found");
+    assert_eq!(envelope(Reply::read(response).await, 404), "not_found");
 }
 
 #[actix_rt::test]
@@ -224,7 +238,7 @@ async fn log_level_changes_at_run_time_and_rejects_nonsense() {
         .send()
         .await
         .unwrap();
-    assert_eq!(envelope(bad, 422).await, "invalid_log_level");
+    assert_eq!(envelope(Reply::read(bad).await, 422), "invalid_log_level");
 
     let good = app
         .admin(Method::PUT, "/admin/log-level")
@@ -240,7 +254,7 @@ async fn log_level_changes_at_run_time_and_rejects_nonsense() {
 #[actix_rt::test]
 async fn the_openapi_document_describes_routes_that_exist() {
     let app = spawn_app().await;
-    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let document: Value = app.get("/openapi.json").await.body;
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
     let paths = document["paths"].as_object().unwrap();
     let mut operations = 0;
@@ -256,7 +270,7 @@ async fn the_openapi_document_describes_routes_that_exist() {
             };
             operations += 1;
             let response = app
-                .client
+                .http()
                 .request(method.to_uppercase().parse().unwrap(), app.url(&concrete))
                 .send()
                 .await

@@ -5,12 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{error_code, eventually, spawn_app, spawn_app_with, TestApp};
+use common::{spawn_app, spawn_app_unchecked, spawn_app_with, Accounts};
+
 use redis::AsyncCommands;
 use serde_json::{json, Value};
+use steward::testing::{eventually, redis_url, store_addr, via, Reply, TcpProxy, TestApp};
 
 async fn enqueue(app: &TestApp, body: Value, key: Option<&str>) -> reqwest::Response {
-    let mut request = app.client.post(app.url("/v1/jobs")).json(&body);
+    let mut request = app.http().post(app.url("/v1/jobs")).json(&body);
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
@@ -30,11 +32,7 @@ async fn job(app: &TestApp, body: Value) -> String {
 }
 
 async fn status(app: &TestApp, id: &str) -> Value {
-    app.get(&format!("/v1/jobs/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap()
+    app.get(&format!("/v1/jobs/{id}")).await.body
 }
 
 /// Waits for the job to reach `state` and returns its document.
@@ -52,8 +50,8 @@ async fn until_within(app: &TestApp, id: &str, state: &str, within: Duration) ->
 
 /// How many times `test.record` completed job `id`.
 async fn completions(app: &TestApp, id: &str) -> u64 {
-    let mut redis = app.redis().await;
-    let key = format!("{}test:done:{id}", app.settings.redis.key_prefix);
+    let mut redis = app.redis_connection().await;
+    let key = format!("{}test:done:{id}", app.settings().redis.key_prefix);
     let value: Option<String> = redis.get(key).await.unwrap();
     value.map_or(0, |v| v.parse().unwrap())
 }
@@ -66,7 +64,7 @@ async fn a_job_runs_once_and_reports_its_result() {
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["result"], json!({"attempt": 1}));
     assert_eq!(completions(&app, &id).await, 1);
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.get("/metrics").await.text;
     assert!(
         metrics
             .contains("jobs_total{kind=\"test.record\",outcome=\"succeeded\",queue=\"default\"} 1"),
@@ -131,15 +129,13 @@ async fn exhausted_retries_go_to_the_dead_letters_and_can_be_retried() {
         "a permanent error is not retried"
     );
 
-    let letters: Value = app.get("/v1/jobs/dead?limit=1").await.json().await.unwrap();
+    let letters: Value = app.get("/v1/jobs/dead?limit=1").await.body;
     assert_eq!(letters["items"].as_array().unwrap().len(), 1);
     let cursor = letters["next_cursor"].as_str().unwrap().to_owned();
     let rest: Value = app
         .get(&format!("/v1/jobs/dead?limit=10&cursor={cursor}"))
         .await
-        .json()
-        .await
-        .unwrap();
+        .body;
     let ids: Vec<&str> = letters["items"]
         .as_array()
         .unwrap()
@@ -151,7 +147,7 @@ async fn exhausted_retries_go_to_the_dead_letters_and_can_be_retried() {
 
     let before = status(&app, &id).await["updated_at"].as_i64().unwrap();
     let retried = app
-        .client
+        .http()
         .post(app.url(&format!("/v1/jobs/dead/{id}/retry")))
         .send()
         .await
@@ -168,7 +164,7 @@ async fn exhausted_retries_go_to_the_dead_letters_and_can_be_retried() {
         },
     )
     .await;
-    let letters: Value = app.get("/v1/jobs/dead").await.json().await.unwrap();
+    let letters: Value = app.get("/v1/jobs/dead").await.body;
     let count = letters["items"]
         .as_array()
         .unwrap()
@@ -178,12 +174,15 @@ async fn exhausted_retries_go_to_the_dead_letters_and_can_be_retried() {
     assert_eq!(count, 1, "one dead letter per dead job");
 
     let again = app
-        .client
+        .http()
         .post(app.url(&format!("/v1/jobs/dead/{}/retry", "0".repeat(32))))
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(again).await, (404, "dead_job_not_found".into()));
+    assert_eq!(
+        Reply::read(again).await.outcome(),
+        (404, "dead_job_not_found".into())
+    );
 }
 
 #[actix_rt::test]
@@ -255,23 +254,25 @@ async fn bad_job_requests_get_the_documented_4xx() {
     ];
     for (body, status, code) in cases {
         assert_eq!(
-            error_code(enqueue(&app, body.clone(), None).await).await,
+            Reply::read(enqueue(&app, body.clone(), None).await)
+                .await
+                .outcome(),
             (status, code.into()),
             "{body}"
         );
     }
     assert_eq!(
-        error_code(app.get("/v1/jobs/nope").await).await,
+        app.get("/v1/jobs/nope").await.outcome(),
         (404, "job_not_found".into())
     );
     assert_eq!(
-        error_code(app.get(&format!("/v1/jobs/{}", "a".repeat(32))).await)
+        app.get(&format!("/v1/jobs/{}", "a".repeat(32)))
             .await
-            .0,
+            .status,
         404
     );
     assert_eq!(
-        error_code(app.get("/v1/jobs/dead?cursor=x").await).await,
+        app.get("/v1/jobs/dead?cursor=x").await.outcome(),
         (400, "invalid_cursor".into())
     );
 
@@ -292,7 +293,7 @@ async fn a_statement_is_computed_and_cached() {
     let (a, b) = (app.account(100).await, app.account(0).await);
     for (n, amount) in [(1, 30), (2, 12)] {
         let response = app
-            .client
+            .http()
             .post(app.url("/v1/transfers"))
             .header("idempotency-key", format!("s{n}"))
             .json(&json!({"from": a, "to": b, "amount": amount}))
@@ -312,10 +313,10 @@ async fn a_statement_is_computed_and_cached() {
     assert_eq!(done["result"]["transfers"], 2);
     assert_eq!(done["result"]["credits"], 42);
     assert_eq!(done["result"]["net"], 42);
-    let mut redis = app.redis().await;
+    let mut redis = app.redis_connection().await;
     let key = format!(
         "{}statement:{b}:2000-01-01T00:00:00Z:2100-01-01T00:00:00Z",
-        app.settings.redis.key_prefix
+        app.settings().redis.key_prefix
     );
     assert!(
         redis.exists::<_, bool>(key).await.unwrap(),
@@ -325,10 +326,10 @@ async fn a_statement_is_computed_and_cached() {
 
 #[actix_rt::test]
 async fn reconcile_from_two_replicas_runs_one_at_a_time_and_finds_the_ledger_whole() {
-    let prefix = format!("steward-jobs:{}:", uuid::Uuid::new_v4().simple());
-    let first = spawn_app_with(&[("STEWARD__REDIS__KEY_PREFIX", prefix.as_str())]).await;
+    let first = spawn_app().await;
     // The second replica shares the Redis queue and lock, and the first's database.
-    let db_url = first.db.url.clone();
+    let prefix = first.settings().redis.key_prefix.clone();
+    let db_url = first.database().url.clone();
     let second = spawn_app_with(&[
         ("STEWARD__REDIS__KEY_PREFIX", prefix.as_str()),
         ("STEWARD__POSTGRES__URL", db_url.as_str()),
@@ -342,7 +343,7 @@ async fn reconcile_from_two_replicas_runs_one_at_a_time_and_finds_the_ledger_who
         let app = if n % 2 == 0 { &first } else { &second };
         let (from, to) = (accounts[n % 5], accounts[(n + 1) % 5]);
         async move {
-            app.client
+            app.http()
                 .post(app.url("/v1/transfers"))
                 .header("idempotency-key", format!("load-{n}"))
                 .json(&json!({"from": from, "to": to, "amount": 7}))
@@ -373,10 +374,10 @@ async fn reconcile_from_two_replicas_runs_one_at_a_time_and_finds_the_ledger_who
 
 #[actix_rt::test]
 async fn workers_started_while_redis_was_down_catch_up_when_it_returns() {
-    let proxy = common::proxy::TcpProxy::start("127.0.0.1:6379".parse().unwrap());
+    let proxy = TcpProxy::start(store_addr(&redis_url()));
     proxy.cut();
-    let url = proxy.url("redis", "");
-    let app = common::spawn_app_unchecked(&[("STEWARD__REDIS__URL", url.as_str())]).await;
+    let url = via(&redis_url(), proxy.addr);
+    let app = spawn_app_unchecked(&[("STEWARD__REDIS__URL", url.as_str())]).await;
     let refused = enqueue(&app, json!({"kind": "test.record"}), None).await;
     assert!(
         refused.status().as_u16() >= 503,

@@ -6,16 +6,17 @@ use steward_reference::config::KvConfig;
 
 use std::time::Duration;
 
-use common::proxy::TcpProxy;
-use common::{error_code, eventually, spawn_app, spawn_app_with};
+use common::{spawn_app, spawn_app_with};
+
 use redis::AsyncCommands;
+use steward::testing::{eventually, Reply};
 
 #[actix_rt::test]
 async fn put_get_delete_round_trip_exact_bytes() {
     let app = spawn_app().await;
     let value: Vec<u8> = vec![0, 159, 146, 150, 255, b'\n', b'x'];
     let put = app
-        .client
+        .http()
         .put(app.url("/v1/kv/user:42.profile_v-1"))
         .body(value.clone())
         .send()
@@ -24,34 +25,34 @@ async fn put_get_delete_round_trip_exact_bytes() {
     assert_eq!(put.status().as_u16(), 204);
 
     let got = app.get("/v1/kv/user:42.profile_v-1").await;
-    assert_eq!(got.status().as_u16(), 200);
-    assert_eq!(got.headers()["content-type"], "application/octet-stream");
-    assert_eq!(got.bytes().await.unwrap().to_vec(), value);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.headers["content-type"], "application/octet-stream");
+    assert_eq!(got.bytes, value);
 
     // Stored under the configured prefix, in the kv namespace.
-    let mut redis = app.redis().await;
+    let mut redis = app.redis_connection().await;
     let raw: Option<Vec<u8>> = redis
         .get(format!(
             "{}kv:user:42.profile_v-1",
-            app.settings.redis.key_prefix
+            app.settings().redis.key_prefix
         ))
         .await
         .unwrap();
     assert_eq!(raw, Some(value));
 
     let deleted = app
-        .client
+        .http()
         .delete(app.url("/v1/kv/user:42.profile_v-1"))
         .send()
         .await
         .unwrap();
     assert_eq!(deleted.status().as_u16(), 204);
     assert_eq!(
-        error_code(app.get("/v1/kv/user:42.profile_v-1").await).await,
+        app.get("/v1/kv/user:42.profile_v-1").await.outcome(),
         (404, "key_not_found".into())
     );
     let again = app
-        .client
+        .http()
         .delete(app.url("/v1/kv/user:42.profile_v-1"))
         .send()
         .await
@@ -67,16 +68,16 @@ async fn put_get_delete_round_trip_exact_bytes() {
 async fn ttl_expires_values_and_is_validated() {
     let app = spawn_app().await;
     let put = app
-        .client
+        .http()
         .put(app.url("/v1/kv/short?ttl=1"))
         .body("soon gone")
         .send()
         .await
         .unwrap();
     assert_eq!(put.status().as_u16(), 204);
-    let mut redis = app.redis().await;
+    let mut redis = app.redis_connection().await;
     let ttl_ms: i64 = redis
-        .pttl(format!("{}kv:short", app.settings.redis.key_prefix))
+        .pttl(format!("{}kv:short", app.settings().redis.key_prefix))
         .await
         .unwrap();
     assert!(
@@ -84,12 +85,12 @@ async fn ttl_expires_values_and_is_validated() {
         "the TTL asked for, not jittered: {ttl_ms}"
     );
     eventually(Duration::from_secs(3), "the value expires", || async {
-        app.status("/v1/kv/short").await == 404
+        app.get("/v1/kv/short").await.status == 404
     })
     .await;
 
     let default = app
-        .client
+        .http()
         .put(app.url("/v1/kv/long"))
         .body("x")
         .send()
@@ -97,10 +98,10 @@ async fn ttl_expires_values_and_is_validated() {
         .unwrap();
     assert_eq!(default.status().as_u16(), 204);
     let ttl_ms: i64 = redis
-        .pttl(format!("{}kv:long", app.settings.redis.key_prefix))
+        .pttl(format!("{}kv:long", app.settings().redis.key_prefix))
         .await
         .unwrap();
-    let default_ms = app.app.context.config::<KvConfig>().default_ttl.as_millis() as i64;
+    let default_ms = app.context().config::<KvConfig>().default_ttl.as_millis() as i64;
     assert!(
         ttl_ms > default_ms - 5_000 && ttl_ms <= default_ms,
         "{ttl_ms}"
@@ -113,14 +114,14 @@ async fn ttl_expires_values_and_is_validated() {
         ("tll=5", "invalid_query"),
     ] {
         let response = app
-            .client
+            .http()
             .put(app.url(&format!("/v1/kv/k?{query}")))
             .body("x")
             .send()
             .await
             .unwrap();
         assert_eq!(
-            error_code(response).await,
+            Reply::read(response).await.outcome(),
             (400, expected.into()),
             "{query}"
         );
@@ -139,23 +140,19 @@ async fn bad_keys_and_oversized_values_are_refused_and_store_nothing() {
         "%FF%FE",
     ] {
         let response = app
-            .client
+            .http()
             .put(app.url(&format!("/v1/kv/{key}")))
             .body("x")
             .send()
             .await
             .unwrap();
-        let (status, _) = error_code(response).await;
+        let (status, _) = Reply::read(response).await.outcome();
         assert_eq!(status, 400, "{key}");
-        assert_eq!(
-            app.get(&format!("/v1/kv/{key}")).await.status().as_u16(),
-            400,
-            "{key}"
-        );
+        assert_eq!(app.get(&format!("/v1/kv/{key}")).await.status, 400, "{key}");
     }
     let ok = "k".repeat(200);
     let response = app
-        .client
+        .http()
         .put(app.url(&format!("/v1/kv/{ok}")))
         .body("x")
         .send()
@@ -167,30 +164,32 @@ async fn bad_keys_and_oversized_values_are_refused_and_store_nothing() {
         "200 characters is the limit"
     );
 
-    app.client
+    app.http()
         .put(app.url("/v1/kv/sized"))
         .body("small")
         .send()
         .await
         .unwrap();
     let big = app
-        .client
+        .http()
         .put(app.url("/v1/kv/sized"))
         .body(vec![b'x'; 17])
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(big).await, (413, "value_too_large".into()));
-    let kept = app.get("/v1/kv/sized").await.text().await.unwrap();
+    assert_eq!(
+        Reply::read(big).await.outcome(),
+        (413, "value_too_large".into())
+    );
+    let kept = app.get("/v1/kv/sized").await.text;
     assert_eq!(kept, "small", "a refused write leaves the old value");
 }
 
 #[actix_rt::test]
 async fn a_redis_outage_answers_503_with_retry_after_and_recovers() {
-    let proxy = TcpProxy::start("127.0.0.1:6379".parse().unwrap());
-    let url = proxy.url("redis", "");
-    let app = spawn_app_with(&[("STEWARD__REDIS__URL", url.as_str())]).await;
-    app.client
+    let app = spawn_app().await;
+    let proxy = app.redis();
+    app.http()
         .put(app.url("/v1/kv/during"))
         .body("before")
         .send()
@@ -199,11 +198,11 @@ async fn a_redis_outage_answers_503_with_retry_after_and_recovers() {
 
     proxy.cut();
     let response = app.get("/v1/kv/during").await;
-    assert!(response.headers().contains_key("retry-after"));
-    let (status, code) = error_code(response).await;
+    assert!(response.headers.contains_key("retry-after"));
+    let (status, code) = response.outcome();
     assert!(status == 503 || status == 504, "{status} {code}");
     let put = app
-        .client
+        .http()
         .put(app.url("/v1/kv/during"))
         .body("lost?")
         .send()
@@ -216,11 +215,8 @@ async fn a_redis_outage_answers_503_with_retry_after_and_recovers() {
 
     proxy.restore();
     eventually(Duration::from_secs(5), "kv works again", || async {
-        app.status("/v1/kv/during").await == 200
+        app.get("/v1/kv/during").await.status == 200
     })
     .await;
-    assert_eq!(
-        app.get("/v1/kv/during").await.text().await.unwrap(),
-        "before"
-    );
+    assert_eq!(app.get("/v1/kv/during").await.text, "before");
 }

@@ -4,15 +4,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{error_code, eventually, spawn_app, TestApp};
+use common::spawn_app;
+
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use steward::actors::lock::{Acquire, Acquired, Holder, Inspect, Lease, LockName};
-use steward::actors::supervisor::Shutdown;
-use steward::actors::ShutdownReason;
+use steward::testing::{eventually, Reply, TestApp};
 
 async fn acquire(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
-    app.client
+    app.http()
         .post(app.url(&format!("/v1/locks/{name}")))
         .json(&body)
         .send()
@@ -21,7 +21,7 @@ async fn acquire(app: &TestApp, name: &str, body: Value) -> reqwest::Response {
 }
 
 async fn release(app: &TestApp, name: &str, token: &str) -> reqwest::Response {
-    app.client
+    app.http()
         .delete(app.url(&format!("/v1/locks/{name}")))
         .header("lock-token", token)
         .send()
@@ -46,25 +46,30 @@ async fn a_lease_is_granted_held_extended_and_released() {
         .parse()
         .unwrap();
     assert!((1..=5).contains(&retry_after), "{retry_after}");
-    assert_eq!(error_code(second).await, (409, "lock_held".into()));
+    assert_eq!(
+        Reply::read(second).await.outcome(),
+        (409, "lock_held".into())
+    );
 
-    let state: Value = app.get("/v1/locks/job.42").await.json().await.unwrap();
+    let state: Value = app.get("/v1/locks/job.42").await.body;
     assert_eq!(state["held"], true);
     assert_eq!(state["fencing_token"], fence);
     assert!(state["expires_in_ms"].as_i64().unwrap() > 4000);
     assert!(state.get("token").is_none(), "the token is never shown");
 
     let extend = |token: &str| {
-        app.client
+        app.http()
             .put(app.url("/v1/locks/job.42"))
             .json(&json!({"token": token, "ttl_ms": 20000}))
             .send()
     };
     assert_eq!(extend(&token).await.unwrap().status().as_u16(), 200);
-    let state: Value = app.get("/v1/locks/job.42").await.json().await.unwrap();
+    let state: Value = app.get("/v1/locks/job.42").await.body;
     assert!(state["expires_in_ms"].as_i64().unwrap() > 15000);
     assert_eq!(
-        error_code(extend("not-the-token").await.unwrap()).await,
+        Reply::read(extend("not-the-token").await.unwrap())
+            .await
+            .outcome(),
         (409, "not_lock_owner".into())
     );
     let refused = "lock_operations_total{op=\"extend\",result=\"not_owner\"}";
@@ -75,11 +80,13 @@ async fn a_lease_is_granted_held_extended_and_released() {
     );
 
     assert_eq!(
-        error_code(release(&app, "job.42", "not-the-token").await).await,
+        Reply::read(release(&app, "job.42", "not-the-token").await)
+            .await
+            .outcome(),
         (409, "not_lock_owner".into())
     );
     assert_eq!(release(&app, "job.42", &token).await.status().as_u16(), 204);
-    let state: Value = app.get("/v1/locks/job.42").await.json().await.unwrap();
+    let state: Value = app.get("/v1/locks/job.42").await.body;
     assert_eq!(state["held"], false);
 
     let again: Value = acquire(&app, "job.42", json!({"ttl_ms": 5000}))
@@ -129,40 +136,49 @@ async fn bad_lock_requests_get_the_documented_4xx() {
     ];
     for (body, status, code) in cases {
         assert_eq!(
-            error_code(acquire(&app, "x", body.clone()).await).await,
+            Reply::read(acquire(&app, "x", body.clone()).await)
+                .await
+                .outcome(),
             (status, code.into()),
             "{body}"
         );
     }
     let malformed = app
-        .client
+        .http()
         .post(app.url("/v1/locks/x"))
         .header("content-type", "application/json")
         .body("{\"ttl_ms\": ")
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(malformed).await, (400, "invalid_json".into()));
     assert_eq!(
-        error_code(acquire(&app, "bad name!", json!({"ttl_ms": 1000})).await).await,
+        Reply::read(malformed).await.outcome(),
+        (400, "invalid_json".into())
+    );
+    assert_eq!(
+        Reply::read(acquire(&app, "bad name!", json!({"ttl_ms": 1000})).await)
+            .await
+            .outcome(),
         (400, "invalid_key".into())
     );
 
     let no_token = app
-        .client
+        .http()
         .delete(app.url("/v1/locks/x"))
         .send()
         .await
         .unwrap();
     assert_eq!(
-        error_code(no_token).await,
+        Reply::read(no_token).await.outcome(),
         (400, "missing_lock_token".into())
     );
     assert_eq!(
-        error_code(release(&app, "never-taken", "abc").await).await,
+        Reply::read(release(&app, "never-taken", "abc").await)
+            .await
+            .outcome(),
         (409, "not_lock_owner".into())
     );
-    let state: Value = app.get("/v1/locks/never-taken").await.json().await.unwrap();
+    let state: Value = app.get("/v1/locks/never-taken").await.body;
     assert_eq!(state["held"], false);
 }
 
@@ -176,8 +192,7 @@ async fn hold(app: &TestApp, name: &str, ttl: Duration, keep_alive: Option<Durat
         holder: Holder::Process { keep_alive },
     };
     match app
-        .app
-        .context
+        .context()
         .stores()
         .locks
         .get()
@@ -197,7 +212,7 @@ async fn service_lock_held(app: &TestApp, name: &str) -> bool {
     let inspect = Inspect {
         name: LockName::service(name),
     };
-    let locks = app.app.context.stores().locks.get().unwrap();
+    let locks = app.context().stores().locks.get().unwrap();
     locks.send(inspect).await.unwrap().unwrap().held
 }
 
@@ -230,17 +245,10 @@ async fn locks_this_process_holds_are_released_at_shutdown_and_clients_locks_are
     hold(&app, "process-lock", Duration::from_secs(600), None).await;
     let client = acquire(&app, "client-lock", json!({"ttl_ms": 600000})).await;
     assert_eq!(client.status().as_u16(), 201);
-    let prefix = app.settings.redis.key_prefix.clone();
-    let key = |name: &str| format!("{prefix}lock:{name}");
-    let mut redis = app.redis().await;
+    let key = |name: &str| app.key(&format!("lock:{name}"));
+    let mut redis = app.redis_connection().await;
 
-    app.app
-        .supervisor
-        .do_send(Shutdown(ShutdownReason::Signal("test")));
-    let code = tokio::time::timeout(Duration::from_secs(10), app.app.stopped())
-        .await
-        .unwrap();
-    assert_eq!(code, 0);
+    assert_eq!(app.shutdown().await.exit_code, 0);
     assert!(
         !redis
             .exists::<_, bool>(key("s:process-lock"))

@@ -5,11 +5,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::eventually;
 use common::load::job_states;
 use common::service::{binary, Service};
 use futures::StreamExt;
 use nix::sys::signal::Signal;
+use steward::testing::eventually;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -148,7 +148,7 @@ async fn healthcheck_subcommand_reports_liveness() {
             .expect("run healthcheck")
     };
     assert_eq!(run(service.addr.port()).status.code(), Some(0));
-    let down = run(common::closed_port());
+    let down = run(steward::testing::closed_port());
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
 }
@@ -195,17 +195,9 @@ async fn json_logs_are_one_object_a_line_with_the_request_id() {
 #[tokio::test]
 async fn migrate_subcommand_is_safe_to_run_concurrently() {
     common::ensure_stores().await;
-    let name = format!("steward_test_{}", uuid::Uuid::new_v4().simple());
-    let admin_url = common::database_url();
-    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let url = common::TestDb::url_of(&name);
+    // A database without any migration, dropped at the end however the test ends.
+    let db = steward::testing::TestDb::create(&[]).await;
+    let url = db.url.clone();
     let migrate = || {
         Command::new(binary())
             .arg("migrate")
@@ -251,10 +243,6 @@ async fn migrate_subcommand_is_safe_to_run_concurrently() {
     let again = migrate().wait_with_output().unwrap();
     assert_eq!(again.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to apply"));
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .unwrap();
 }
 
 async fn enqueue_record(client: &reqwest::Client, service: &Service, sleep_ms: u64) -> String {

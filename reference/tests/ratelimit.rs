@@ -5,8 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::proxy::TcpProxy;
-use common::{error_code, eventually, spawn_app_with, TestApp};
+use common::spawn_app_with;
+
+use steward::testing::{eventually, Reply, TestApp};
 
 /// An app whose `/version` is limited by one policy; `extra` adds policy fields (TOML).
 async fn limited(limit: u32, period: &str, extra: &str, vars: &[(&str, &str)]) -> TestApp {
@@ -19,7 +20,7 @@ async fn limited(limit: u32, period: &str, extra: &str, vars: &[(&str, &str)]) -
 }
 
 async fn version(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = app.client.get(app.url("/version"));
+    let mut request = app.http().get(app.url("/version"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -52,7 +53,10 @@ async fn exactly_the_limit_passes_and_the_next_gets_429_with_headers() {
     }
     let limited = version(&app, &[]).await;
     let headers = limited.headers().clone();
-    assert_eq!(error_code(limited).await, (429, "rate_limited".into()));
+    assert_eq!(
+        Reply::read(limited).await.outcome(),
+        (429, "rate_limited".into())
+    );
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     let t: u64 = headers["ratelimit"]
         .to_str()
@@ -71,7 +75,7 @@ async fn exactly_the_limit_passes_and_the_next_gets_429_with_headers() {
         "one emission interval (2 s), not the whole period: {retry_after}"
     );
     assert_eq!(
-        app.status("/health/live").await,
+        app.get("/health/live").await.status,
         200,
         "routes outside the prefix are not limited"
     );
@@ -117,9 +121,9 @@ async fn api_keys_and_addresses_are_limited_separately() {
     assert_eq!(passes(&app, 2, &[("x-api-key", "alpha")]).await, 1);
     assert_eq!(passes(&app, 2, &[("x-api-key", "beta")]).await, 1);
     assert_eq!(passes(&app, 2, &[]).await, 1, "no key: the address");
-    let mut redis = app.redis().await;
+    let mut redis = app.redis_connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}rl:*", app.settings.redis.key_prefix))
+        .arg(format!("{}rl:*", app.settings().redis.key_prefix))
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -168,21 +172,18 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
 }
 
 /// An app limited to 2 per 10 s whose rate limiter reaches Redis through a proxy.
-async fn behind_proxy(on_store_error: &str) -> (TestApp, TcpProxy) {
-    let proxy = TcpProxy::start("127.0.0.1:6379".parse().unwrap());
-    let url = proxy.url("redis", "");
+async fn with_mode(on_store_error: &str) -> TestApp {
     let extra = format!(r#", on_store_error = "{on_store_error}""#);
-    let app = limited(2, "10s", &extra, &[("STEWARD__REDIS__URL", url.as_str())]).await;
-    (app, proxy)
+    limited(2, "10s", &extra, &[]).await
 }
 
 #[actix_rt::test]
 async fn while_redis_is_cut_each_mode_does_what_it_says_and_recovers() {
-    let (allow, allow_proxy) = behind_proxy("allow").await;
-    let (deny, deny_proxy) = behind_proxy("deny").await;
-    let (local, local_proxy) = behind_proxy("local").await;
-    for proxy in [&allow_proxy, &deny_proxy, &local_proxy] {
-        proxy.cut();
+    let allow = with_mode("allow").await;
+    let deny = with_mode("deny").await;
+    let local = with_mode("local").await;
+    for app in [&allow, &deny, &local] {
+        app.redis().cut();
     }
     assert_eq!(
         passes(&allow, 5, &[]).await,
@@ -192,7 +193,7 @@ async fn while_redis_is_cut_each_mode_does_what_it_says_and_recovers() {
     let refused = version(&deny, &[]).await;
     assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(
-        error_code(refused).await,
+        Reply::read(refused).await.outcome(),
         (503, "rate_limiter_unavailable".into())
     );
     assert_eq!(
@@ -207,7 +208,7 @@ async fn while_redis_is_cut_each_mode_does_what_it_says_and_recovers() {
             >= 1.0
     );
 
-    local_proxy.restore();
+    local.redis().restore();
     let errors = || async {
         local
             .metric("ratelimit_decisions_total{decision=\"error\",policy=\"t\"}")

@@ -6,9 +6,11 @@ mod common;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use common::{spawn_app_with, TestApp};
+use common::spawn_app_with;
+
 use futures::future::join_all;
 use serde_json::{json, Value};
+use steward::testing::{Reply, TestApp};
 
 /// Three instances with one key prefix, so they share locks and limits.
 async fn replicas(vars: &[(&str, &str)]) -> Vec<TestApp> {
@@ -31,7 +33,7 @@ async fn locks_exclude_across_replicas_and_fencing_tokens_grow() {
         let (app, counter, fences) = (&apps[n % 3], &counter, &fences);
         async move {
             let response = app
-                .client
+                .http()
                 .post(app.url("/v1/locks/shared-counter"))
                 .json(&json!({"ttl_ms": 10000, "wait_ms": 30000}))
                 .send()
@@ -49,7 +51,7 @@ async fn locks_exclude_across_replicas_and_fencing_tokens_grow() {
             tokio::time::sleep(Duration::from_millis(2)).await;
             counter.set(seen + 1);
             let released = app
-                .client
+                .http()
                 .delete(app.url("/v1/locks/shared-counter"))
                 .header("lock-token", lease["token"].as_str().unwrap())
                 .send()
@@ -80,16 +82,17 @@ async fn locks_exclude_across_replicas_and_fencing_tokens_grow() {
 #[actix_rt::test]
 async fn an_abandoned_lease_passes_to_another_replica_with_a_larger_fence() {
     let apps = replicas(&[]).await;
-    let first = common::json_of(
+    let first = Reply::of(
         apps[0]
-            .client
+            .http()
             .post(apps[0].url("/v1/locks/abandoned"))
             .json(&json!({"ttl_ms": 300})),
     )
-    .await;
+    .await
+    .body;
     // The holder never renews nor releases.
     let second = apps[1]
-        .client
+        .http()
         .post(apps[1].url("/v1/locks/abandoned"))
         .json(&json!({"ttl_ms": 1000, "wait_ms": 5000}))
         .send()
@@ -99,7 +102,7 @@ async fn an_abandoned_lease_passes_to_another_replica_with_a_larger_fence() {
     let second: Value = second.json().await.unwrap();
     assert!(second["fencing_token"].as_i64() > first["fencing_token"].as_i64());
     let stale = apps[0]
-        .client
+        .http()
         .put(apps[0].url("/v1/locks/abandoned"))
         .json(&json!({"token": first["token"], "ttl_ms": 1000}))
         .send()
@@ -118,7 +121,7 @@ async fn a_global_limit_admits_exactly_n_across_replicas() {
     let apps = replicas(&[("STEWARD__RATELIMIT__POLICIES", policy)]).await;
     let requests = (0..30).map(|n| {
         let app = &apps[n % 3];
-        async move { app.get("/version").await.status().as_u16() }
+        async move { app.get("/version").await.status }
     });
     let statuses = join_all(requests).await;
     assert_eq!(

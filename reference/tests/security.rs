@@ -6,9 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::service::Service;
-use common::{error_code, eventually, json_of, spawn_app_with, TestApp};
+use common::{spawn_app_with, Accounts};
+
 use redis::AsyncCommands;
 use serde_json::{json, Value};
+use steward::testing::{eventually, Reply, TestApp};
 
 /// Every spelling of a rate-limited route that the router still routes is limited: the
 /// policy matches the decoded, normalised path, not the raw one.
@@ -18,7 +20,7 @@ async fn percent_encoded_and_dotted_paths_do_not_skip_the_rate_limit() {
     let app = spawn_app_with(&[("STEWARD__RATELIMIT__POLICIES", policy)]).await;
     for _ in 0..3 {
         let response = app.get("/v1/kv/x").await;
-        assert!(response.headers().contains_key("ratelimit"));
+        assert!(response.headers.contains_key("ratelimit"));
     }
     for spelling in [
         "/v1/kv/x",
@@ -39,7 +41,7 @@ async fn percent_encoded_and_dotted_paths_do_not_skip_the_rate_limit() {
         "/%2fv1/kv/x",
     ] {
         let response = app.get(spelling).await;
-        let (status, code) = error_code(response).await;
+        let (status, code) = response.outcome();
         // Either limited, or not a route at all (nothing behind it to protect).
         assert!(
             status == 429 || (status == 404 && code == "not_found"),
@@ -61,17 +63,17 @@ async fn percent_encoded_and_dotted_paths_do_not_skip_the_rate_limit() {
         }
     }
     // HEAD is counted as the GET it is answered as.
-    let head = app.client.head(app.url("/%761/kv/x")).send().await.unwrap();
+    let head = app.http().head(app.url("/%761/kv/x")).send().await.unwrap();
     assert_eq!(head.status().as_u16(), 429);
     // The job route too, where the probe found the same hole.
     let post = app
-        .client
+        .http()
         .post(app.url("/%761/jobs"))
         .json(&json!({"kind": "test.record"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(post).await.0, 429);
+    assert_eq!(Reply::read(post).await.outcome().0, 429);
 }
 
 /// A policy prefix that could never match a canonical path is refused at start-up.
@@ -89,6 +91,7 @@ fn a_policy_prefix_must_be_canonical() {
                     ("STEWARD__RATELIMIT__POLICIES".into(), policy),
                     ("STEWARD__POSTGRES__URL".into(), db.into()),
                 ],
+                profile: None,
             })
             .expect_err(prefix);
         assert_eq!(error.key, "ratelimit.policies", "{prefix}");
@@ -96,7 +99,7 @@ fn a_policy_prefix_must_be_canonical() {
 }
 
 async fn enqueue(app: &TestApp, body: Value) -> reqwest::Response {
-    app.client
+    app.http()
         .post(app.url("/v1/jobs"))
         .json(&body)
         .send()
@@ -119,11 +122,14 @@ async fn the_job_queue_and_its_payloads_are_bounded() {
     }
     let full = enqueue(&app, delayed.clone()).await;
     assert_eq!(full.headers()["retry-after"], "5");
-    assert_eq!(error_code(full).await, (503, "queue_full".into()));
+    assert_eq!(
+        Reply::read(full).await.outcome(),
+        (503, "queue_full".into())
+    );
 
     let big = json!({"kind": "test.record", "payload": {"pad": "x".repeat(100)}});
     assert_eq!(
-        error_code(enqueue(&app, big).await).await,
+        Reply::read(enqueue(&app, big).await).await.outcome(),
         (413, "payload_too_large".into())
     );
     let rejected =
@@ -134,8 +140,8 @@ async fn the_job_queue_and_its_payloads_are_bounded() {
 
 async fn job_status(app: &TestApp, id: &str) -> (u16, Value) {
     let response = app.get(&format!("/v1/jobs/{id}")).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let status = response.status;
+    (status, response.body)
 }
 
 async fn enqueued_id(app: &TestApp, body: Value) -> String {
@@ -187,7 +193,9 @@ async fn finished_job_documents_are_bounded() {
         let expected = if n < 4 { 404 } else { 200 };
         assert_eq!(job_status(&app, id).await.0, expected, "job {n}");
     }
-    let dead = json_of(app.client.get(app.url("/v1/jobs/dead"))).await;
+    let dead = Reply::of(app.http().get(app.url("/v1/jobs/dead")))
+        .await
+        .body;
     let dead_ids: Vec<&str> = dead["items"]
         .as_array()
         .unwrap()
@@ -202,7 +210,7 @@ async fn finished_job_documents_are_bounded() {
 #[actix_rt::test]
 async fn a_waiting_job_costs_about_its_payload_in_redis() {
     let app = spawn_app_with(&[]).await;
-    let size = app.settings.workers.max_payload_size;
+    let size = app.settings().workers.max_payload_size;
     // {"pad":"..."} of exactly max_payload_size bytes.
     let pad = "x".repeat(size - 10);
     let jobs = 50;
@@ -210,9 +218,9 @@ async fn a_waiting_job_costs_about_its_payload_in_redis() {
         let body = json!({"kind": "test.record", "payload": {"pad": pad}, "delay_ms": 3_600_000});
         assert_eq!(enqueue(&app, body).await.status().as_u16(), 202);
     }
-    let mut redis = app.redis().await;
+    let mut redis = app.redis_connection().await;
     let keys: Vec<String> = redis
-        .keys(format!("{}*", app.settings.redis.key_prefix))
+        .keys(format!("{}*", app.settings().redis.key_prefix))
         .await
         .unwrap();
     let mut bytes = 0u64;
@@ -240,7 +248,7 @@ async fn a_waiting_job_costs_about_its_payload_in_redis() {
 async fn lock_names_cannot_reach_internal_keys_or_the_services_locks() {
     let app = spawn_app_with(&[]).await;
     let take = |name: &str| {
-        app.client
+        app.http()
             .post(app.url(&format!("/v1/locks/{name}")))
             .json(&json!({"ttl_ms": 600000}))
             .send()
@@ -253,22 +261,20 @@ async fn lock_names_cannot_reach_internal_keys_or_the_services_locks() {
         "s:ledger.reconcile",
     ] {
         assert_eq!(take(name).await.unwrap().status().as_u16(), 201, "{name}");
-        let state = json_of(app.client.get(app.url(&format!("/v1/locks/{name}")))).await;
+        let state = Reply::of(app.http().get(app.url(&format!("/v1/locks/{name}"))))
+            .await
+            .body;
         assert_eq!(state["held"], true, "{name}: {state}");
     }
     // Fencing tokens of different locks come from one counter: strictly increasing.
-    let a = json_of(
-        app.client
-            .post(app.url("/v1/locks/t1"))
-            .json(&json!({"ttl_ms": 1000})),
-    )
-    .await;
-    let b = json_of(
-        app.client
-            .post(app.url("/v1/locks/t2"))
-            .json(&json!({"ttl_ms": 1000})),
-    )
-    .await;
+    let a = app
+        .post("/v1/locks/t1", &json!({"ttl_ms": 1000}))
+        .await
+        .body;
+    let b = app
+        .post("/v1/locks/t2", &json!({"ttl_ms": 1000}))
+        .await
+        .body;
     assert!(b["fencing_token"].as_i64() > a["fencing_token"].as_i64());
 
     // A client holding "ledger.reconcile" does not stop the reconcile job.
@@ -279,8 +285,8 @@ async fn lock_names_cannot_reach_internal_keys_or_the_services_locks() {
     run_to_success(&app, json!({"kind": "ledger.reconcile"})).await;
 
     // No key per lock name outlives its lock: besides the locks, one counter.
-    let mut redis = app.redis().await;
-    let prefix = &app.settings.redis.key_prefix;
+    let mut redis = app.redis_connection().await;
+    let prefix = &app.settings().redis.key_prefix;
     let keys: Vec<String> = redis.keys(format!("{prefix}lock:*")).await.unwrap();
     let others: Vec<&String> = keys
         .iter()
@@ -294,10 +300,7 @@ async fn lock_names_cannot_reach_internal_keys_or_the_services_locks() {
 async fn huge_balances_do_not_disable_the_ledger_check() {
     let app = spawn_app_with(&[]).await;
     for balance in [i64::MAX, i64::MAX - 7] {
-        assert_eq!(
-            app.post_account("big", balance).await.status().as_u16(),
-            201
-        );
+        assert_eq!(app.post_account("big", balance).await.status, 201);
     }
     let done = run_to_success(&app, json!({"kind": "ledger.reconcile"})).await;
     let result = &done["result"];
@@ -308,7 +311,7 @@ async fn huge_balances_do_not_disable_the_ledger_check() {
 /// A transfer as the client holding `api_key`; returns status, `Idempotent-Replayed` and body.
 async fn transfer_as(app: &TestApp, api_key: &str, key: &str, body: &Value) -> (u16, bool, Value) {
     let response = app
-        .client
+        .http()
         .post(app.url("/v1/transfers"))
         .header("x-api-key", api_key)
         .header("idempotency-key", key)
@@ -348,14 +351,14 @@ async fn idempotency_keys_are_scoped_to_the_client() {
     assert_eq!(transfer_as(&app, "victim", "order-43", &body).await.0, 201);
 
     let job = |api_key: &'static str| {
-        app.client
+        app.http()
             .post(app.url("/v1/jobs"))
             .header("x-api-key", api_key)
             .header("idempotency-key", "job-1")
             .json(&json!({"kind": "test.record"}))
     };
-    let first = json_of(job("victim")).await;
-    let second = json_of(job("attacker")).await;
+    let first = Reply::of(job("victim")).await.body;
+    let second = Reply::of(job("attacker")).await.body;
     assert_eq!(second["created"], true);
     assert_ne!(first["id"], second["id"]);
 }
@@ -457,7 +460,10 @@ async fn wrong_admin_tokens_are_throttled_and_logged() {
         statuses.push(response.status().as_u16());
         if response.status().as_u16() == 429 {
             assert!(response.headers().contains_key("retry-after"));
-            assert_eq!(error_code(response).await.1, "too_many_auth_failures");
+            assert_eq!(
+                Reply::read(response).await.outcome().1,
+                "too_many_auth_failures"
+            );
         }
     }
     assert_eq!(&statuses[..5], &[401; 5]);
@@ -580,7 +586,7 @@ fn passwords_are_redacted_in_every_form_and_output() {
 async fn bad_client_input_is_a_4xx_not_a_500() {
     let app = spawn_app_with(&[]).await;
     let nul = app.post_account("nul\u{0}name", 1).await;
-    assert_eq!(error_code(nul).await, (422, "invalid_name".into()));
+    assert_eq!(nul.outcome(), (422, "invalid_name".into()));
     for cursor in [
         "99999999999999999999999-1",
         "1-99999999999999999999999",
@@ -588,17 +594,12 @@ async fn bad_client_input_is_a_4xx_not_a_500() {
         "-1",
     ] {
         let dead = app.get(&format!("/v1/jobs/dead?cursor={cursor}")).await;
-        assert_eq!(
-            error_code(dead).await,
-            (400, "invalid_cursor".into()),
-            "{cursor}"
-        );
+        assert_eq!(dead.outcome(), (400, "invalid_cursor".into()), "{cursor}");
     }
     assert_eq!(
         app.get("/v1/jobs/dead?cursor=18446744073709551615-0")
             .await
-            .status()
-            .as_u16(),
+            .status,
         200
     );
 }
@@ -623,8 +624,8 @@ async fn every_get_route_answers_head() {
         "/v1/locks/free".to_owned(),
     ] {
         let get = app.get(&path).await;
-        let head = app.client.head(app.url(&path)).send().await.unwrap();
-        assert_eq!(head.status(), get.status(), "{path}");
+        let head = app.http().head(app.url(&path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status, "{path}");
         assert!(head.headers().contains_key("x-request-id"), "{path}");
         assert!(head.bytes().await.unwrap().is_empty(), "{path}");
     }
@@ -679,7 +680,7 @@ async fn readiness_does_not_amplify_requests_onto_the_stores() {
     let before = app.metric("readiness_checks_total").await;
     let probes = (0..200).map(|_| app.get("/health/ready"));
     for response in futures::future::join_all(probes).await {
-        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(response.status, 200);
     }
     // One round at most: the cached one may have run out during the burst.
     let rounds = app.metric("readiness_checks_total").await - before;
@@ -700,7 +701,7 @@ async fn metrics_can_be_kept_from_clients() {
         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
         .collect();
     let main = http.get(service.url("/metrics")).send().await.unwrap();
-    assert_eq!(error_code(main).await, (404, "not_found".into()));
+    assert_eq!(Reply::read(main).await.outcome(), (404, "not_found".into()));
     let own = http
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -711,7 +712,7 @@ async fn metrics_can_be_kept_from_clients() {
 
     let app = spawn_app_with(&[("STEWARD__METRICS__REQUIRE_TOKEN", "true")]).await;
     assert_eq!(
-        error_code(app.get("/metrics").await).await,
+        app.get("/metrics").await.outcome(),
         (401, "unauthorized".into())
     );
     let with_token = app

@@ -4,24 +4,21 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use common::{spawn_app, TestApp};
+use common::{spawn_app, Accounts};
+
 use futures::stream::{self, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
+use steward::testing::TestApp;
 
 async fn balance(app: &TestApp, id: i64) -> i64 {
-    let account: Value = app
-        .get(&format!("/v1/accounts/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let account: Value = app.get(&format!("/v1/accounts/{id}")).await.body;
     account["balance"].as_i64().unwrap()
 }
 
 /// Sends a transfer; returns status, `Idempotent-Replayed`, and the body.
 async fn transfer(app: &TestApp, key: Option<&str>, body: Value) -> (u16, Option<String>, Value) {
-    let mut request = app.client.post(app.url("/v1/transfers")).json(&body);
+    let mut request = app.http().post(app.url("/v1/transfers")).json(&body);
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
@@ -174,7 +171,7 @@ async fn refusals_are_documented_and_replayed_too() {
         );
     }
     let huge = app
-        .client
+        .http()
         .post(app.url("/v1/transfers"))
         .header("idempotency-key", "k9")
         .header("content-type", "application/json")
@@ -218,7 +215,7 @@ async fn an_accounts_transfers_page_newest_first() {
     let mut seen = Vec::new();
     let mut path = format!("/v1/accounts/{a}/transfers?limit=2");
     loop {
-        let page: Value = app.get(&path).await.json().await.unwrap();
+        let page: Value = app.get(&path).await.body;
         seen.extend(
             page["items"]
                 .as_array()
@@ -236,7 +233,7 @@ async fn an_accounts_transfers_page_newest_first() {
         [ids[3], ids[1], ids[0]],
         "a's transfers, newest first"
     );
-    assert_eq!(app.status("/v1/accounts/777777/transfers").await, 404);
+    assert_eq!(app.get("/v1/accounts/777777/transfers").await.status, 404);
 }
 
 /// 20 accounts, 2,000 concurrent random transfers, some sent twice with the same key: money

@@ -67,6 +67,11 @@ pub struct Sources {
     pub config_file: Option<PathBuf>,
     /// Environment variables; only those starting with `STEWARD__` are read.
     pub vars: Vec<(String, String)>,
+    /// A compiled-in layer between the defaults and the files, with its name for error
+    /// messages: `steward::testing` lays its test profile (port 0, fast health checks, short
+    /// backoffs) here, so that a service's own `config/test.toml` still wins over it. Like a
+    /// file, it may only set keys the defaults have.
+    pub profile: Option<(&'static str, &'static str)>,
 }
 
 impl Sources {
@@ -82,6 +87,7 @@ impl Sources {
             vars: std::env::vars()
                 .filter(|(name, _)| name.starts_with(ENV_PREFIX))
                 .collect(),
+            profile: None,
         }
     }
 }
@@ -181,12 +187,7 @@ pub fn load(sources: &Sources, schema: &Schema) -> Result<Loaded, ConfigError> {
     ];
     for (name, text) in builtin {
         let Some(text) = text else { continue };
-        let layer = text.parse::<Table>().map_err(|e| ConfigError {
-            key: String::new(),
-            value: None,
-            origin: Origin::Builtin(name),
-            expected: format!("valid TOML: {}", e.to_string().trim()),
-        })?;
+        let layer = builtin_table(name, text)?;
         let mut values = BTreeMap::new();
         leaves(&layer, "", &mut values);
         for (key, value) in values {
@@ -196,16 +197,27 @@ pub fn load(sources: &Sources, schema: &Schema) -> Result<Loaded, ConfigError> {
     }
     let mut known = BTreeMap::new();
     leaves(&merged, "", &mut known);
+    if let Some((name, text)) = sources.profile {
+        let layer = builtin_table(name, text)?;
+        overlay(
+            &mut merged,
+            &mut origins,
+            &known,
+            layer,
+            Origin::Builtin(name),
+        )?;
+    }
 
     let env_name = sources.env_name.as_deref().unwrap_or("development");
     let env_path = sources.config_dir.join(format!("{env_name}.toml"));
     if env_path.exists() {
+        let origin = Origin::File(env_path.clone());
         overlay(
             &mut merged,
             &mut origins,
             &known,
             read_table(&env_path)?,
-            &env_path,
+            origin,
         )?;
     } else if sources.env_name.is_some() {
         return Err(file_error(
@@ -214,7 +226,8 @@ pub fn load(sources: &Sources, schema: &Schema) -> Result<Loaded, ConfigError> {
         ));
     }
     if let Some(path) = &sources.config_file {
-        overlay(&mut merged, &mut origins, &known, read_table(path)?, path)?;
+        let origin = Origin::File(path.clone());
+        overlay(&mut merged, &mut origins, &known, read_table(path)?, origin)?;
     }
     for (name, raw) in &sources.vars {
         apply_env(&mut merged, &mut origins, &known, name, raw)?;
@@ -302,17 +315,27 @@ fn leaves(table: &Table, prefix: &str, out: &mut BTreeMap<String, Value>) {
     }
 }
 
+/// A compiled-in layer, parsed.
+fn builtin_table(name: &'static str, text: &str) -> Result<Table, ConfigError> {
+    text.parse::<Table>().map_err(|e| ConfigError {
+        key: String::new(),
+        value: None,
+        origin: Origin::Builtin(name),
+        expected: format!("valid TOML: {}", e.to_string().trim()),
+    })
+}
+
 fn overlay(
     merged: &mut Table,
     origins: &mut BTreeMap<String, Origin>,
     known: &BTreeMap<String, Value>,
     layer: Table,
-    path: &Path,
+    origin: Origin,
 ) -> Result<(), ConfigError> {
     let mut values = BTreeMap::new();
     leaves(&layer, "", &mut values);
     for (key, value) in values {
-        let origin = Origin::File(path.to_owned());
+        let origin = origin.clone();
         if !known.contains_key(&key) {
             return Err(unknown_key(key, Some(shown("", &value)), origin));
         }

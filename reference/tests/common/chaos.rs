@@ -3,7 +3,6 @@
 //! clients loop over kv writes and reads, account reads, transfers, lock cycles and job
 //! enqueues while a fault is applied and lifted, and a sampler polls `/health/ready`.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,9 +10,9 @@ use serde_json::Value;
 use tokio_postgres::NoTls;
 
 use super::load::{open_accounts, settle_jobs, Load, Tally, OPENING_BALANCE};
-use super::proxy::TcpProxy;
 use super::service::Service;
-use super::{database_url, redis_url, TestDb, ADMIN_TOKEN};
+use super::ADMIN_TOKEN;
+use steward::testing::{database_url, redis_url, store_addr, via, TcpProxy, TestDb};
 
 /// The faults of the matrix, each applied for `Timing::fault` and then lifted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,32 +172,18 @@ pub struct Rig {
     client: reqwest::Client,
 }
 
-/// `host:port` of a store URL such as `postgres://user@127.0.0.1:5432/db`.
-fn socket_of(url: &str) -> SocketAddr {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    let host_port = authority.rsplit('@').next().unwrap_or(authority);
-    host_port
-        .parse()
-        .unwrap_or_else(|_| panic!("{url}: the chaos rig needs a numeric host:port"))
-}
-
 impl Rig {
     /// Starts steward (the binary of `service::binary`) on a fresh database, both stores behind
     /// proxies, with `vars` layered over the test configuration.
     pub async fn start(vars: &[(&str, &str)]) -> Self {
         super::ensure_stores().await;
-        let db = TestDb::create().await;
+        let db = super::test_db().await;
         let db_url = db.url.clone();
-        let redis = TcpProxy::start(socket_of(&redis_url()));
-        let postgres = TcpProxy::start(socket_of(&database_url()));
-        let through = db_url.replacen(
-            &socket_of(&db_url).to_string(),
-            &postgres.addr.to_string(),
-            1,
-        );
+        let redis = TcpProxy::start(store_addr(&redis_url()));
+        let postgres = TcpProxy::start(store_addr(&database_url()));
+        let through = via(&db_url, postgres.addr);
         let prefix = format!("steward-chaos:{}:", uuid::Uuid::new_v4().simple());
-        let redis_through = redis.url("redis", "");
+        let redis_through = via(&redis_url(), redis.addr);
         let mut all = vec![
             ("STEWARD__REDIS__URL", redis_through.as_str()),
             ("STEWARD__POSTGRES__URL", through.as_str()),

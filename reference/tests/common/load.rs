@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::redis_url;
+use steward::testing::redis_url;
 
 /// Each account starts with this much; transfers move 1, so none is ever refused for funds.
 pub const OPENING_BALANCE: i64 = 1_000_000;

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use super::load::{open_accounts, settle_jobs, Load, Tally};
 use super::service::Service;
-use super::TestDb;
+use steward::testing::TestDb;
 
 /// The phases of an ordered shutdown, as the `shutdown phase=...` lines name them.
 pub const PHASES: [&str; 5] = ["readiness", "drain_delay", "http", "workers", "stores"];
@@ -139,7 +139,7 @@ impl Fleet {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         Self {
-            db: TestDb::create().await,
+            db: super::test_db().await,
             prefix,
             vars: all,
             http: reqwest::Client::builder()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::TestDb;
+use steward::testing::{redis_url, TestDb};
 
 /// The binary to run: the one cargo built for these tests, or (for bench/ programs, which cargo
 /// gives no such path) `STEWARD_BIN`, default the release build.
@@ -39,7 +39,7 @@ impl Service {
     /// Starts on a fresh database of its own.
     pub async fn start(vars: &[(&str, &str)]) -> Self {
         super::ensure_stores().await;
-        let db = TestDb::create().await;
+        let db = super::test_db().await;
         let mut service = Self::start_on(&db.url, vars).await;
         service._db = Some(db);
         service
@@ -54,7 +54,7 @@ impl Service {
             .env("STEWARD_ENV", "test")
             .env_remove("RUST_LOG")
             .env("STEWARD__LOG__LEVEL", "info")
-            .env("STEWARD__REDIS__URL", super::redis_url())
+            .env("STEWARD__REDIS__URL", redis_url())
             .env("STEWARD__POSTGRES__URL", db_url)
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
@@ -120,7 +120,7 @@ impl Service {
     /// Waits (up to 10 s) until `/health/ready` answers 200.
     pub async fn until_ready(&self, http: &reqwest::Client) {
         let ready = self.url("/health/ready");
-        super::eventually(Duration::from_secs(10), "steward is ready", || async {
+        steward::testing::eventually(Duration::from_secs(10), "steward is ready", || async {
             let response = http.get(&ready).send().await;
             response.is_ok_and(|r| r.status().is_success())
         })

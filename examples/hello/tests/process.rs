@@ -1,6 +1,6 @@
-//! hello as a process, against a real Redis: what a service built on steward gets without
-//! asking (the envelope, request ids, metrics by route, supervision, the job queue, config
-//! checks, the ordered shutdown) shown on a service that is not steward's own.
+//! hello as a process, against a real Redis: what only the real binary shows (the command
+//! line, configuration errors and their exit code, SIGTERM and the exit status). Everything
+//! else is tested in-process, in `app.rs`.
 //!
 //! Redis: `STEWARD_TEST_REDIS_URL`, default the local server (`bash .ci/stores.sh` starts one).
 
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -109,89 +108,13 @@ impl Hello {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
-
-    async fn json(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> (u16, reqwest::header::HeaderMap, Value) {
-        let response = request.send().await.expect("request");
-        let (status, headers) = (response.status().as_u16(), response.headers().clone());
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, headers, body)
-    }
-
-    async fn tally(&self) -> Value {
-        let request = self.http.get(self.url("/admin/actors")).bearer_auth(TOKEN);
-        let (_, _, body) = self.json(request).await;
-        body["children"]
-            .as_array()
-            .and_then(|children| children.iter().find(|child| child["name"] == "tally"))
-            .cloned()
-            .unwrap_or_else(|| panic!("no tally child in {body}"))
-    }
 }
 
 #[tokio::test]
-async fn hello_gets_the_whole_framework() {
+async fn sigterm_runs_the_ordered_shutdown_and_exits_0() {
     let mut hello = Hello::start().await;
-
-    // A route answering JSON, with a request id.
-    let (status, headers, body) = hello.json(hello.http.post(hello.url("/hello/ann"))).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["greeting"], "hello, ann!");
-    assert_eq!(body["count"], 1);
-    assert!(headers.contains_key("x-request-id"));
-    let job = body["job"].as_str().expect("a job id").to_owned();
-
-    // A typed error, in the envelope, carrying the same request id as its header.
-    let (status, headers, body) = hello.json(hello.http.get(hello.url("/nobody"))).await;
-    assert_eq!(status, 404);
-    assert_eq!(body["error"]["code"], "nobody");
-    assert_eq!(body["error"]["message"], "there is nobody to greet here");
-    assert_eq!(body["error"]["request_id"], headers["x-request-id"].to_str().unwrap());
-    // The edge's own errors use the same envelope.
-    let (status, _, body) = hello.json(hello.http.get(hello.url("/no/such/route"))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
-
-    // The actor panics, is restarted, and the process goes on serving.
-    let (status, _, _) = hello.json(hello.http.post(hello.url("/boom"))).await;
-    assert_eq!(status, 202);
-    let started = Instant::now();
-    let mut tally = hello.tally().await;
-    while !(tally["restarts"] == 1 && tally["state"] == "running") {
-        assert!(started.elapsed() < Duration::from_secs(10), "tally not restarted: {tally}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        tally = hello.tally().await;
-    }
-    assert_eq!(tally["last_error"], "panicked: boom");
-    let (status, _, body) = hello.json(hello.http.post(hello.url("/hello/bob"))).await;
-    assert_eq!((status, body["count"].as_u64()), (200, Some(1)), "a fresh actor counts from 0");
-
-    // The job ran to `succeeded`, and the routes show by pattern in /metrics.
-    let succeeded = r#"jobs_total{kind="greet",outcome="succeeded",queue="default"}"#;
-    let started = Instant::now();
-    let mut metrics = String::new();
-    while !metrics.lines().any(|line| line.starts_with(succeeded) && !line.ends_with(" 0")) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "job {job} never succeeded:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        metrics = hello.http.get(hello.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    }
-    for series in [
-        r#"http_requests_total{method="POST",route="/hello/{name}",status="200"} 2"#,
-        r#"http_requests_total{method="GET",route="/nobody",status="404"} 1"#,
-        r#"actor_restarts_total{actor="tally"} 1"#,
-    ] {
-        assert!(metrics.lines().any(|line| line == series), "no {series} in:\n{metrics}");
-    }
-
-    // Readiness shows the service's own check beside the stores it declared, and no other.
-    let (status, _, body) = hello.json(hello.http.get(hello.url("/health/ready"))).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["checks"]["tally"]["status"], "up");
-    assert!(body["checks"].get("postgres").is_none(), "hello uses no database: {body}");
+    let request = hello.http.post(hello.url("/hello/ann"));
+    assert_eq!(request.send().await.expect("request").status(), 200);
 
     // SIGTERM: the ordered shutdown runs the service's task in its phase, and exits 0.
     let pid = Pid::from_raw(hello.child.id().expect("pid") as i32);

@@ -1,4 +1,8 @@
 //! A TCP proxy the test controls, to inject store faults without touching the shared servers.
+//!
+//! [`TestApp`](super::TestApp) puts one in front of each store the service uses
+//! ([`TestApp::redis`](super::TestApp::redis), [`TestApp::postgres`](super::TestApp::postgres));
+//! a test can also start one of its own in front of anything that speaks TCP.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,11 +29,13 @@ struct Mode {
 /// connection dies, as when a NAT or firewall forgets them). It runs on a thread of its own,
 /// so it keeps working whatever the test's runtime does, and stops when dropped.
 pub struct TcpProxy {
+    /// Where it listens: point the client here instead of at the target.
     pub addr: SocketAddr,
     mode: watch::Sender<Mode>,
 }
 
 impl TcpProxy {
+    /// Starts forwarding from a fresh local port to `target`.
     pub fn start(target: SocketAddr) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         listener.set_nonblocking(true).expect("non-blocking");
@@ -85,11 +91,6 @@ impl TcpProxy {
     /// Resets every open connection once; new connections are served normally.
     pub fn reset(&self) {
         self.mode.send_modify(|mode| mode.generation += 1);
-    }
-
-    /// `scheme://addr` for a store URL through this proxy.
-    pub fn url(&self, scheme: &str, rest: &str) -> String {
-        format!("{scheme}://{}{rest}", self.addr)
     }
 }
 
