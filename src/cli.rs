@@ -1,5 +1,5 @@
 //! The command line every steward service has:
-//! `<binary> [--config FILE] [serve | check-config | healthcheck | migrate]`.
+//! `<binary> [--config FILE] [serve | check-config | healthcheck | migrate | doctor]`.
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::Sources;
 use crate::service::Service;
-use crate::{app, healthcheck};
+use crate::{app, doctor, healthcheck};
 
 /// Exit code for an unusable configuration (EX_USAGE's neighbour, as documented).
 pub const EXIT_CONFIG: i32 = 2;
@@ -31,6 +31,18 @@ enum Command {
     Healthcheck,
     /// Apply the database migrations and exit (the service also applies them at start-up).
     Migrate,
+    /// Check the configuration, the stores (answering, version, round trip, migrations,
+    /// Redis' eviction policy and clock) and, given a Kubernetes manifest, the shutdown
+    /// timing; one line per check, exit 1 on any failure.
+    Doctor {
+        /// A Kubernetes manifest (a Deployment) to check against `[shutdown]`.
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Skip the store checks: for CI, where a production configuration's stores are
+        /// not reachable.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 /// Parses the command line, loads the configuration and runs the command; returns the
@@ -53,8 +65,17 @@ pub(crate) fn run(service: Service) -> i32 {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
-    let loaded = match service.load_config(&Sources::from_process(cli.config)) {
+    let sources = Sources::from_process(cli.config);
+    let env = sources
+        .env_name
+        .clone()
+        .unwrap_or_else(|| "development".into());
+    let loaded = match service.load_config(&sources) {
         Ok(loaded) => loaded,
+        Err(error) if matches!(cli.command, Some(Command::Doctor { .. })) => {
+            println!("✗ the configuration does not load: {error} — fix: correct that key");
+            return EXIT_CONFIG;
+        }
         Err(error) => {
             eprintln!("{error}");
             return EXIT_CONFIG;
@@ -71,6 +92,16 @@ pub(crate) fn run(service: Service) -> i32 {
             0
         }
         Command::Migrate => app::migrate(&loaded.settings, service.migrations),
+        Command::Doctor { manifest, offline } => {
+            let stores = !offline;
+            doctor::run(
+                &service,
+                &loaded.settings,
+                &env,
+                stores,
+                manifest.as_deref(),
+            )
+        }
         Command::Healthcheck => match healthcheck::check(&loaded.settings.server) {
             Ok(()) => 0,
             Err(error) => {

@@ -7,6 +7,7 @@ mod app;
 mod cli;
 pub mod config;
 mod context;
+mod doctor;
 mod fd_budget;
 mod healthcheck;
 pub mod http;

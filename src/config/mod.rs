@@ -19,6 +19,7 @@ use steward_actors::ratelimit::Policy;
 use steward_actors::store::HealthConfig;
 use steward_actors::{Backoff, PoolConfig, ShutdownPlan, SupervisorConfig};
 
+pub(crate) use load::redact_url;
 pub use load::{load, Loaded, Origin, Schema, Sources, STEWARD_DEFAULTS};
 pub(crate) use section::Declared;
 pub use section::{Invalid, Section};
