@@ -2,9 +2,11 @@
 # Makes sure Redis and PostgreSQL answer on localhost (6379, 5432) for the service and the tests:
 # starts each one when it is installed but not running, installs it from Debian's packages when
 # it is missing, allows passwordless loopback connections for the postgres user, creates the
-# `steward` database, then waits until both answer. Safe to run again and again.
+# database the service runs on (STORES_DATABASE, default `steward`), then waits until both
+# answer. Safe to run again and again. (Services made by `cargo steward new` carry a copy.)
 set -euo pipefail
 
+DATABASE="${STORES_DATABASE:-steward}"
 REDIS_PORT=6379
 PG_PORT=5432
 SUDO=""
@@ -63,8 +65,8 @@ if ! pg_login "select 1" >/dev/null 2>&1; then
 fi
 pg_login "select 1" >/dev/null
 
-if [ "$(pg_login "select 1 from pg_database where datname = 'steward'")" != "1" ]; then
-  log "creating database steward"
-  pg_login "create database steward" >/dev/null
+if [ "$(pg_login "select 1 from pg_database where datname = '$DATABASE'")" != "1" ]; then
+  log "creating database $DATABASE"
+  pg_login "create database \"$DATABASE\"" >/dev/null
 fi
 log "Redis and PostgreSQL answer"

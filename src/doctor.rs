@@ -111,22 +111,11 @@ async fn redis(settings: &Settings) -> Vec<Line> {
             )]
         }
     };
-    let mut conn = match tokio::time::timeout(ANSWER_WITHIN, manager.connect()).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(error)) => {
-            let what = format!("Redis does not answer at {url}: {error}");
-            return vec![Line::bad(
-                what,
-                "start Redis there, or set redis.url to where it runs",
-            )];
-        }
-        Err(_) => {
-            let what = format!("Redis does not answer at {url} within {ANSWER_WITHIN:?}");
-            return vec![Line::bad(
-                what,
-                "check the address, firewalls and redis.url",
-            )];
-        }
+    let connecting = manager.connect();
+    let mut conn = match connect("Redis", &url, "redis.url", connecting, ToString::to_string).await
+    {
+        Ok(conn) => conn,
+        Err(line) => return vec![line],
     };
     let started = Instant::now();
     let info: Result<String, _> = redis::cmd("INFO")
@@ -268,22 +257,10 @@ async fn postgres(settings: &Settings, migrations: &[Migration]) -> Vec<Line> {
             )]
         }
     };
-    let client = match tokio::time::timeout(ANSWER_WITHIN, manager.connect()).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(error)) => {
-            let what = format!("PostgreSQL does not answer at {url}: {}", pg_reason(&error));
-            return vec![Line::bad(
-                what,
-                "start PostgreSQL there, or set postgres.url (and postgres.password) to where it runs",
-            )];
-        }
-        Err(_) => {
-            let what = format!("PostgreSQL does not answer at {url} within {ANSWER_WITHIN:?}");
-            return vec![Line::bad(
-                what,
-                "check the address, firewalls and postgres.url",
-            )];
-        }
+    let connecting = manager.connect();
+    let client = match connect("PostgreSQL", &url, "postgres.url", connecting, pg_reason).await {
+        Ok(client) => client,
+        Err(line) => return vec![line],
     };
     let started = Instant::now();
     let version = client.query_one("SHOW server_version", &[]).await;
@@ -292,7 +269,7 @@ async fn postgres(settings: &Settings, migrations: &[Migration]) -> Vec<Line> {
         Ok(row) => row.get(0),
         Err(error) => {
             return vec![Line::bad(
-                format!("PostgreSQL at {url} refuses a query: {error}"),
+                format!("PostgreSQL at {url} refuses a query: {}", pg_reason(&error)),
                 "check the role's rights",
             )]
         }
@@ -303,6 +280,27 @@ async fn postgres(settings: &Settings, migrations: &[Migration]) -> Vec<Line> {
     ))];
     lines.push(pending(&client, migrations).await);
     lines
+}
+
+/// Connects to a store within [`ANSWER_WITHIN`], or answers the line that says why not.
+async fn connect<T, E>(
+    store: &str,
+    url: &str,
+    key: &str,
+    connecting: impl std::future::Future<Output = Result<T, E>>,
+    reason: impl Fn(&E) -> String,
+) -> Result<T, Line> {
+    match tokio::time::timeout(ANSWER_WITHIN, connecting).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(Line::bad(
+            format!("{store} does not answer at {url}: {}", reason(&error)),
+            format!("start {store} there, or set {key} to where it runs"),
+        )),
+        Err(_) => Err(Line::bad(
+            format!("{store} does not answer at {url} within {ANSWER_WITHIN:?}"),
+            format!("check the address, firewalls and {key}"),
+        )),
+    }
 }
 
 /// What the server or the connection said, rather than tokio-postgres' bare "db error".
