@@ -40,12 +40,18 @@ async fn until(app: &TestApp, id: &str, state: &str) -> Value {
     until_within(app, id, state, Duration::from_secs(10)).await
 }
 
+/// The job document once its status is `state`; on timeout, the last document seen.
 async fn until_within(app: &TestApp, id: &str, state: &str, within: Duration) -> Value {
-    eventually(within, state, || async {
-        status(app, id).await["status"] == state
+    let what = format!("job {id} to be {state}");
+    eventually(within, &what, || async {
+        let job = status(app, id).await;
+        if job["status"] == state {
+            Ok(job)
+        } else {
+            Err(job)
+        }
     })
-    .await;
-    status(app, id).await
+    .await
 }
 
 /// How many times `test.record` completed job `id`.
