@@ -7,11 +7,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::service::Service;
+use common::service;
 use common::{spawn_app, Accounts};
 
 use serde_json::{json, Value};
-use steward::testing::{Reply, TestApp};
+use steward::testing::{Process, Reply, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -76,25 +76,21 @@ async fn a_trickled_body_gets_a_json_408_closes_and_stores_nothing() {
 }
 
 /// The process's resident memory, from its own `/metrics`.
-async fn resident_bytes(http: &reqwest::Client, service: &Service) -> f64 {
+async fn resident_bytes(service: &Process) -> f64 {
     service
-        .metrics(http)
+        .metrics()
         .await
-        .lines()
-        .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
-        .expect("process metrics")
-        .parse()
-        .unwrap()
+        .value("process_resident_memory_bytes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_slow_clients_are_cut_off_and_cost_little_memory() {
-    let service = Service::start(&[]).await;
+    let service = service::start(&[]).await;
     let http = reqwest::Client::new();
-    let before = resident_bytes(&http, &service).await;
+    let before = resident_bytes(&service).await;
     // Half announce a 1 MiB body and trickle it, half never finish their head.
     let clients = (0..300).map(|n| {
-        let addr = service.addr;
+        let addr = service.addr();
         tokio::spawn(async move {
             let (head, body): (&[u8], &[u8]) = if n % 2 == 0 {
                 (
@@ -114,7 +110,7 @@ async fn hundreds_of_slow_clients_are_cut_off_and_cost_little_memory() {
     // Meanwhile everyone else is served.
     let served = http.get(service.url("/version")).send().await.unwrap();
     assert_eq!(served.status().as_u16(), 200);
-    let during = resident_bytes(&http, &service).await;
+    let during = resident_bytes(&service).await;
     for outcome in (&mut slow_attack).await {
         let (answer, took) = outcome.unwrap();
         // body_timeout and client_request_timeout are 2 s in the test configuration; the
@@ -125,7 +121,7 @@ async fn hundreds_of_slow_clients_are_cut_off_and_cost_little_memory() {
             "{answer}"
         );
     }
-    let grown = (during.max(resident_bytes(&http, &service).await) - before) / 1_048_576.0;
+    let grown = (during.max(resident_bytes(&service).await) - before) / 1_048_576.0;
     assert!(grown < 64.0, "300 slow clients cost {grown:.1} MiB");
     assert_eq!(status(&http, service.url("/v1/kv/slow")).await, 404);
 }

@@ -6,10 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::load::job_states;
-use common::service::{binary, Service};
+use common::service::{self, binary};
 use futures::StreamExt;
-use nix::sys::signal::Signal;
-use steward::testing::eventually;
+use steward::testing::{eventually, Process};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -19,13 +18,13 @@ fn client() -> reqwest::Client {
 }
 
 /// Waits until `/metrics` shows a request in flight besides the scrape itself.
-async fn until_in_flight(service: &Service, client: &reqwest::Client) {
+async fn until_in_flight(service: &Process) {
     eventually(
         Duration::from_secs(5),
         "the slow request is in flight",
         || async {
-            let text = service.metrics(client).await;
-            text.lines().any(|l| l == "http_requests_in_flight 2")
+            let in_flight = service.metrics().await.get("http_requests_in_flight");
+            in_flight.filter(|n| *n == 2.0).ok_or(in_flight)
         },
     )
     .await;
@@ -33,12 +32,12 @@ async fn until_in_flight(service: &Service, client: &reqwest::Client) {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_stops_tiers_in_order() {
-    let mut service = Service::start(&[("STEWARD__SHUTDOWN__DRAIN_DELAY", "1s")]).await;
+    let mut service = service::start(&[("STEWARD__SHUTDOWN__DRAIN_DELAY", "1s")]).await;
     let client = client();
     let slow = tokio::spawn(client.get(service.url("/test/slow?ms=2000")).send());
-    until_in_flight(&service, &client).await;
+    until_in_flight(&service).await;
 
-    service.signal(Signal::SIGTERM);
+    service.signal(libc::SIGTERM);
     eventually(Duration::from_secs(1), "readiness turns 503", || async {
         let response = client
             .get(service.url("/health/ready"))
@@ -91,12 +90,12 @@ async fn sigterm_drains_in_flight_requests_and_stops_tiers_in_order() {
 
 #[tokio::test]
 async fn a_phase_past_its_deadline_is_named_and_the_sequence_goes_on() {
-    let mut service = Service::start(&[("STEWARD__SHUTDOWN__HTTP_TIMEOUT", "1500ms")]).await;
+    let mut service = service::start(&[("STEWARD__SHUTDOWN__HTTP_TIMEOUT", "1500ms")]).await;
     let client = client();
     let slow = tokio::spawn(client.get(service.url("/test/slow?ms=10000")).send());
-    until_in_flight(&service, &client).await;
+    until_in_flight(&service).await;
 
-    service.signal(Signal::SIGTERM);
+    service.signal(libc::SIGTERM);
     let status = service.exit_status(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "the total deadline was kept");
     let phases = service.phases();
@@ -113,23 +112,23 @@ async fn a_phase_past_its_deadline_is_named_and_the_sequence_goes_on() {
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once_with_130() {
-    let mut service = Service::start(&[
+    let mut service = service::start(&[
         ("STEWARD__SHUTDOWN__DRAIN_DELAY", "10s"),
         ("STEWARD__SHUTDOWN__TIMEOUT", "25s"),
         ("STEWARD__SHUTDOWN__ORCHESTRATOR_GRACE", "30s"),
     ])
     .await;
-    service.signal(Signal::SIGTERM);
+    service.signal(libc::SIGTERM);
     service.wait_for_line("starting the ordered shutdown").await;
-    service.signal(Signal::SIGINT);
+    service.signal(libc::SIGINT);
     let status = service.exit_status(Duration::from_secs(3)).await;
     assert_eq!(status.code(), Some(130));
 }
 
 #[tokio::test]
 async fn sigint_alone_is_a_graceful_stop() {
-    let mut service = Service::start(&[]).await;
-    service.signal(Signal::SIGINT);
+    let mut service = service::start(&[]).await;
+    service.signal(libc::SIGINT);
     let status = service.exit_status(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0));
     service.wait_for_line("received SIGINT").await;
@@ -137,7 +136,7 @@ async fn sigint_alone_is_a_graceful_stop() {
 
 #[tokio::test]
 async fn healthcheck_subcommand_reports_liveness() {
-    let service = Service::start(&[]).await;
+    let service = service::start(&[]).await;
     let run = |port: u16| {
         Command::new(binary())
             .arg("healthcheck")
@@ -147,7 +146,7 @@ async fn healthcheck_subcommand_reports_liveness() {
             .output()
             .expect("run healthcheck")
     };
-    assert_eq!(run(service.addr.port()).status.code(), Some(0));
+    assert_eq!(run(service.addr().port()).status.code(), Some(0));
     let down = run(steward::testing::closed_port());
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
@@ -155,7 +154,7 @@ async fn healthcheck_subcommand_reports_liveness() {
 
 #[tokio::test]
 async fn json_logs_are_one_object_a_line_with_the_request_id() {
-    let mut service = Service::start(&[("STEWARD__LOG__FORMAT", "json")]).await;
+    let mut service = service::start(&[("STEWARD__LOG__FORMAT", "json")]).await;
     let response = client()
         .get(service.url("/version"))
         .header("x-request-id", "json-log-check")
@@ -176,7 +175,7 @@ async fn json_logs_are_one_object_a_line_with_the_request_id() {
     );
     assert!(access["msg"].as_str().is_some(), "{access}");
 
-    service.signal(Signal::SIGTERM);
+    service.signal(libc::SIGTERM);
     assert_eq!(
         service.exit_status(Duration::from_secs(15)).await.code(),
         Some(0)
@@ -245,7 +244,7 @@ async fn migrate_subcommand_is_safe_to_run_concurrently() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to apply"));
 }
 
-async fn enqueue_record(client: &reqwest::Client, service: &Service, sleep_ms: u64) -> String {
+async fn enqueue_record(client: &reqwest::Client, service: &Process, sleep_ms: u64) -> String {
     let response = client
         .post(service.url("/v1/jobs"))
         .json(&serde_json::json!({"kind": "test.record", "payload": {"sleep_ms": sleep_ms}}))
@@ -261,17 +260,17 @@ async fn enqueue_record(client: &reqwest::Client, service: &Service, sleep_ms: u
 async fn a_job_whose_worker_was_killed_is_reclaimed_and_completed_elsewhere() {
     let prefix = format!("steward-crash:{}:", uuid::Uuid::new_v4().simple());
     let shared = ("STEWARD__REDIS__KEY_PREFIX", prefix.as_str());
-    let mut doomed = Service::start(&[shared, ("STEWARD__WORKERS__CONCURRENCY", "1")]).await;
+    let mut doomed = service::start(&[shared, ("STEWARD__WORKERS__CONCURRENCY", "1")]).await;
     let client = client();
     let id = enqueue_record(&client, &doomed, 3000).await;
     eventually(Duration::from_secs(5), "the job is running", || async {
         job_states(&prefix, std::slice::from_ref(&id)).await[0].0 == "running"
     })
     .await;
-    doomed.signal(Signal::SIGKILL);
+    doomed.signal(libc::SIGKILL);
     doomed.exit_status(Duration::from_secs(5)).await;
 
-    let rescuer = Service::start(&[shared]).await;
+    let rescuer = service::start(&[shared]).await;
     let last = std::cell::RefCell::new(Default::default());
     let completed = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -297,7 +296,7 @@ async fn a_job_whose_worker_was_killed_is_reclaimed_and_completed_elsewhere() {
 async fn a_drain_loses_no_job_and_runs_none_twice() {
     let prefix = format!("steward-drain:{}:", uuid::Uuid::new_v4().simple());
     let shared = ("STEWARD__REDIS__KEY_PREFIX", prefix.as_str());
-    let mut first = Service::start(&[shared]).await;
+    let mut first = service::start(&[shared]).await;
     let client = client();
     let ids: Vec<String> = futures::stream::iter(0..1000)
         .map(|_| enqueue_record(&client, &first, 20))
@@ -313,7 +312,7 @@ async fn a_drain_loses_no_job_and_runs_none_twice() {
             >= 50
     })
     .await;
-    first.signal(Signal::SIGTERM);
+    first.signal(libc::SIGTERM);
     assert_eq!(
         first.exit_status(Duration::from_secs(15)).await.code(),
         Some(0)
@@ -324,7 +323,7 @@ async fn a_drain_loses_no_job_and_runs_none_twice() {
         "nothing was left half-done"
     );
 
-    let _second = Service::start(&[shared]).await;
+    let _second = service::start(&[shared]).await;
     eventually(Duration::from_secs(60), "every job succeeded", || async {
         job_states(&prefix, &ids)
             .await

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::service::Service;
+use common::service;
 use common::{spawn_app_with, Accounts};
 
 use redis::AsyncCommands;
@@ -400,7 +400,7 @@ const TOKEN: &str = "security-test-admin-token";
 /// and a filter of "off" silences neither itself nor what comes after it.
 #[actix_rt::test]
 async fn admin_actions_are_audited_even_when_they_turn_the_log_off() {
-    let service = Service::start(&[("STEWARD__ADMIN__TOKEN", TOKEN)]).await;
+    let service = service::start(&[("STEWARD__ADMIN__TOKEN", TOKEN)]).await;
     let http = http();
     let off = http
         .put(service.url("/admin/log-level"))
@@ -443,7 +443,7 @@ async fn admin_actions_are_audited_even_when_they_turn_the_log_off() {
 /// logged with it, and the scheme is case-insensitive.
 #[actix_rt::test]
 async fn wrong_admin_tokens_are_throttled_and_logged() {
-    let service = Service::start(&[("STEWARD__ADMIN__TOKEN", TOKEN)]).await;
+    let service = service::start(&[("STEWARD__ADMIN__TOKEN", TOKEN)]).await;
     let http = http();
     let actors = |authorization: String| {
         http.get(service.url("/admin/actors"))
@@ -490,7 +490,7 @@ async fn wrong_admin_tokens_are_throttled_and_logged() {
     assert!(failures
         .iter()
         .all(|l| l.contains("WARN") && l.contains("peer=127.0.0.1")));
-    let metrics = service.metrics(&http).await;
+    let metrics = service.get("/metrics").await.text;
     assert!(metrics.contains("admin_auth_failures_total{outcome=\"rejected\"} 5"));
 }
 
@@ -508,9 +508,9 @@ fn a_short_admin_token_is_refused() {
 /// filter names them.
 #[actix_rt::test]
 async fn debug_logs_do_not_carry_query_parameters() {
-    let service = Service::start(&[("STEWARD__LOG__LEVEL", "debug")]).await;
+    let service = service::start(&[("STEWARD__LOG__LEVEL", "debug")]).await;
     let http = http();
-    service.until_ready(&http).await;
+    service.until_ready().await;
     let created = http
         .post(service.url("/v1/accounts"))
         .json(&json!({"name": "Secret-Name-7f3a", "initial_balance": 1}))
@@ -635,7 +635,7 @@ async fn every_get_route_answers_head() {
 #[actix_rt::test]
 async fn malformed_requests_are_not_logged_as_errors() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let service = Service::start(&[]).await;
+    let service = service::start(&[]).await;
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70 * 1024));
     for request in [
         "GARBAGE\r\n\r\n".to_owned(),
@@ -643,7 +643,9 @@ async fn malformed_requests_are_not_logged_as_errors() {
         "GET / HTTP/9.9\r\n\r\n".to_owned(),
         long_uri,
     ] {
-        let mut stream = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(service.addr())
+            .await
+            .unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
@@ -690,7 +692,7 @@ async fn readiness_does_not_amplify_requests_onto_the_stores() {
 /// `/metrics` can move to a listener of its own, or stay behind the admin token.
 #[actix_rt::test]
 async fn metrics_can_be_kept_from_clients() {
-    let service = Service::start(&[("STEWARD__METRICS__LISTEN", "127.0.0.1:0")]).await;
+    let service = service::start(&[("STEWARD__METRICS__LISTEN", "127.0.0.1:0")]).await;
     let http = http();
     let line = service.wait_for_line("metrics listener addr=").await;
     let addr: String = line
@@ -784,9 +786,9 @@ fn the_connection_budget_fits_the_descriptor_limit() {
 /// `server.backlog` reaches listen(2) (std's bind always used 128).
 #[actix_rt::test]
 async fn the_configured_backlog_is_the_listeners() {
-    let service = Service::start(&[("STEWARD__SERVER__BACKLOG", "77")]).await;
+    let service = service::start(&[("STEWARD__SERVER__BACKLOG", "77")]).await;
     let output = std::process::Command::new("ss")
-        .args(["-ltnH", &format!("sport = :{}", service.addr.port())])
+        .args(["-ltnH", &format!("sport = :{}", service.addr().port())])
         .output()
         .expect("ss (iproute2) is installed by .ci/test");
     let table = String::from_utf8_lossy(&output.stdout);

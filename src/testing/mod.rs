@@ -16,6 +16,9 @@
 //! and cleans all of it up when dropped, which also happens when the test fails or panics:
 //! the database is dropped and the keys under the prefix deleted.
 //!
+//! What only a process shows (signals, exit codes, log lines) is tested on the built binary
+//! with [`Process`], which gets the same stores, prefix, token and cleanup.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use steward::prelude::*;
@@ -48,6 +51,7 @@
 //! ```
 
 mod database;
+mod process;
 mod proxy;
 mod reply;
 mod stores;
@@ -65,6 +69,7 @@ use steward_actors::{ChildInfo, ShutdownReason, ShutdownReport, Supervisor};
 use tokio_postgres::NoTls;
 
 pub use database::TestDb;
+pub use process::{Launch, Process};
 pub use proxy::TcpProxy;
 pub use reply::{Metrics, Reply};
 pub use stores::{

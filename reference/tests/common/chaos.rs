@@ -10,9 +10,9 @@ use serde_json::Value;
 use tokio_postgres::NoTls;
 
 use super::load::{open_accounts, settle_jobs, Load, Tally, OPENING_BALANCE};
-use super::service::Service;
+use super::service;
 use super::ADMIN_TOKEN;
-use steward::testing::{database_url, redis_url, store_addr, via, TcpProxy, TestDb};
+use steward::testing::{database_url, redis_url, store_addr, via, Process, TcpProxy, TestDb};
 
 /// The faults of the matrix, each applied for `Timing::fault` and then lifted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl Report {
 
 /// A steward process whose stores are reached through proxies the run controls.
 pub struct Rig {
-    pub service: Service,
+    pub service: Process,
     _db: TestDb,
     pub redis: TcpProxy,
     pub postgres: TcpProxy,
@@ -191,12 +191,12 @@ impl Rig {
             ("STEWARD__ADMIN__TOKEN", ADMIN_TOKEN),
         ];
         all.extend_from_slice(vars);
-        let service = Service::start_on(&through, &all).await;
+        let service = service::start_on(&through, &all).await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()
             .unwrap();
-        service.until_ready(&client).await;
+        service.until_ready().await;
         Self {
             service,
             _db: db,

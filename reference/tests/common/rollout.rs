@@ -5,11 +5,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use super::load::{open_accounts, settle_jobs, Load, Tally};
-use super::service::Service;
-use steward::testing::TestDb;
+use super::service;
+use steward::testing::{Process, TestDb};
 
 /// The phases of an ordered shutdown, as the `shutdown phase=...` lines name them.
 pub const PHASES: [&str; 5] = ["readiness", "drain_delay", "http", "workers", "stores"];
@@ -149,20 +147,20 @@ impl Fleet {
         }
     }
 
-    async fn launch(&self) -> Service {
+    async fn launch(&self) -> Process {
         let vars: Vec<(&str, &str)> = self
             .vars
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let service = Service::start_on(&self.db.url, &vars).await;
-        service.until_ready(&self.http).await;
+        let service = service::start_on(&self.db.url, &vars).await;
+        service.until_ready().await;
         service
     }
 
-    async fn stop(&self, mut service: Service) -> Stop {
+    async fn stop(&self, mut service: Process) -> Stop {
         let sent = Instant::now();
-        service.signal(Signal::SIGTERM);
+        service.signal(libc::SIGTERM);
         let status = service.exit_status(Duration::from_secs(30)).await;
         Stop {
             exit_code: status.code(),
