@@ -19,7 +19,10 @@
 //! What only a process shows (signals, exit codes, log lines) is tested on the built binary
 //! with [`Process`], which gets the same stores, prefix, token and cleanup.
 //!
-//! ```no_run
+//! A test of a service that cannot serve without Redis (this example runs, against the test
+//! stores, with the crate's tests):
+//!
+//! ```
 //! use std::time::Duration;
 //! use steward::prelude::*;
 //! use steward::testing::{eventually, TestApp};
@@ -30,24 +33,28 @@
 //!         .get("/hi", || async { HttpResponse::Ok().json(json!({"hi": true})) })
 //! }
 //!
-//! #[actix_rt::test]
-//! async fn hello_survives_a_redis_outage() {
-//!     let app = TestApp::spawn(service()).await; // ready when it returns
-//!     assert_eq!(app.get("/hi").await.body, json!({"hi": true}));
+//! // In a test file: #[actix_rt::test] async fn hello_needs_redis() { … }
+//! # actix_rt::System::new().block_on(async {
+//! let app = TestApp::with(service())
+//! #   .config_dir("the-example-has-no-config-folder")
+//!     .env("STEWARD__HEALTH__REQUIRE_REDIS", "true")
+//!     .spawn()
+//!     .await; // ready when it returns
+//! assert_eq!(app.get("/hi").await.body, json!({"hi": true}));
 //!
-//!     app.redis().cut();
-//!     eventually(Duration::from_secs(5), "not ready without Redis", || async {
-//!         let reply = app.get("/health/ready").await;
-//!         if reply.status == 503 { Ok(()) } else { Err(reply.body) }
-//!     })
-//!     .await;
-//!     app.redis().restore();
-//!     app.until_ready().await;
+//! app.redis().cut();
+//! eventually(Duration::from_secs(5), "not ready without Redis", || async {
+//!     let reply = app.get("/health/ready").await;
+//!     if reply.status == 503 { Ok(()) } else { Err(reply.body) }
+//! })
+//! .await;
+//! app.redis().restore();
+//! app.until_ready().await;
 //!
-//!     let report = app.shutdown().await;
-//!     assert_eq!(report.exit_code, 0);
-//!     assert!(report.step("http", None).is_some());
-//! }
+//! let report = app.shutdown().await;
+//! assert_eq!(report.exit_code, 0);
+//! assert!(report.step("http", None).is_some());
+//! # });
 //! ```
 
 mod database;

@@ -48,19 +48,21 @@ impl<T> Settled for Option<T> {
 /// Runs `probe` every 20 ms until it is done and returns its value; fails the test after
 /// `within` with `what` and the last thing the probe saw.
 ///
-/// ```no_run
-/// # async fn job_state() -> String { String::new() }
+/// ```
+/// use std::cell::Cell;
 /// use std::time::Duration;
 /// use steward::testing::eventually;
-/// # async fn example() {
-/// // Panics with "timed out after 5s waiting for: the job to succeed; last seen: \"queued\""
-/// // when the job is stuck.
-/// eventually(Duration::from_secs(5), "the job to succeed", || async {
-///     let state = job_state().await;
-///     if state == "succeeded" { Ok(()) } else { Err(state) }
+/// # actix_rt::System::new().block_on(async {
+/// let polls = Cell::new(0);
+/// // On a timeout it would panic with
+/// // "timed out after 1s waiting for: the third poll; last seen: 2".
+/// let seen = eventually(Duration::from_secs(1), "the third poll", || async {
+///     polls.set(polls.get() + 1);
+///     if polls.get() >= 3 { Ok(polls.get()) } else { Err(polls.get()) }
 /// })
 /// .await;
-/// # }
+/// assert_eq!(seen, 3);
+/// # });
 /// ```
 pub async fn eventually<F, Fut>(
     within: Duration,
