@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bb8::ManageConnection;
 use serde_json::Value;
-use steward_actors::managers::redis_manager;
+use steward_actors::managers::{redis_manager, ManagerError};
 use steward_actors::migrations::Migration;
 
 use crate::app::postgres_manager_for;
@@ -102,16 +102,8 @@ fn ms(duration: Duration) -> String {
 
 async fn redis(settings: &Settings) -> Vec<Line> {
     let url = redact_url(&settings.redis.url);
-    let manager = match redis_manager(&settings.redis.url) {
-        Ok(manager) => manager,
-        Err(error) => {
-            return vec![Line::bad(
-                format!("redis.url {url} is unusable"),
-                error.to_string(),
-            )]
-        }
-    };
-    let connecting = manager.connect();
+    let connecting =
+        redis_manager(&settings.redis.url).map(|manager| async move { manager.connect().await });
     let mut conn = match connect("Redis", &url, "redis.url", connecting, ToString::to_string).await
     {
         Ok(conn) => conn,
@@ -248,16 +240,8 @@ async fn clock(conn: &mut redis::aio::MultiplexedConnection) -> Line {
 
 async fn postgres(settings: &Settings, migrations: &[Migration]) -> Vec<Line> {
     let url = redact_url(&settings.postgres.url);
-    let manager = match postgres_manager_for(settings) {
-        Ok(manager) => manager,
-        Err(error) => {
-            return vec![Line::bad(
-                format!("postgres.url {url} is unusable"),
-                error.to_string(),
-            )]
-        }
-    };
-    let connecting = manager.connect();
+    let connecting =
+        postgres_manager_for(settings).map(|manager| async move { manager.connect().await });
     let client = match connect("PostgreSQL", &url, "postgres.url", connecting, pg_reason).await {
         Ok(client) => client,
         Err(line) => return vec![line],
@@ -282,14 +266,18 @@ async fn postgres(settings: &Settings, migrations: &[Migration]) -> Vec<Line> {
     lines
 }
 
-/// Connects to a store within [`ANSWER_WITHIN`], or answers the line that says why not.
+/// Connects to a store within [`ANSWER_WITHIN`], or answers the line that says why not
+/// (`connecting` is `Err` when the URL cannot be used at all, which validation normally
+/// catches first).
 async fn connect<T, E>(
     store: &str,
     url: &str,
     key: &str,
-    connecting: impl std::future::Future<Output = Result<T, E>>,
+    connecting: Result<impl std::future::Future<Output = Result<T, E>>, ManagerError>,
     reason: impl Fn(&E) -> String,
 ) -> Result<T, Line> {
+    let connecting = connecting
+        .map_err(|error| Line::bad(format!("{key} {url} is unusable"), error.to_string()))?;
     match tokio::time::timeout(ANSWER_WITHIN, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(Line::bad(

@@ -87,6 +87,40 @@ fn later_layers_win_and_origins_are_tracked() {
 }
 
 #[test]
+fn a_profile_lies_under_the_environment_file_and_knows_only_known_keys() {
+    let profile = "[server]\nport = 7001\nbacklog = 77\n";
+    let with_profile = |env_name| Sources {
+        profile: Some(("a profile", profile)),
+        ..sources(env_name, None, &[])
+    };
+    let under_defaults = loaded(&with_profile(None));
+    assert_eq!(under_defaults.settings.server.port, 7001);
+    assert_eq!(
+        under_defaults.origin("server.port"),
+        Some(&Origin::Builtin("a profile"))
+    );
+    let under_test = loaded(&with_profile(Some("test")));
+    assert_eq!(
+        under_test.settings.server.port, 0,
+        "config/test.toml wins over the profile"
+    );
+    assert_eq!(
+        under_test.settings.server.backlog, 77,
+        "the profile wins over the defaults"
+    );
+
+    let typo = Sources {
+        profile: Some(("a profile", "[server]\nprot = 1\n")),
+        ..sources(None, None, &[])
+    };
+    let error = load_err(&typo);
+    assert_eq!(
+        (error.key.as_str(), error.origin),
+        ("server.prot", Origin::Builtin("a profile"))
+    );
+}
+
+#[test]
 fn unknown_keys_are_rejected_with_their_source() {
     let file = temp_file("typo.toml", "[server]\nprot = 9000\n");
     let error = load_err(&sources(None, Some(file.clone()), &[]));

@@ -6,30 +6,8 @@ use common::{spawn_app, spawn_app_with};
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use steward::codes;
 use steward::testing::Reply;
-
-/// Checks the envelope shape and returns the error code.
-fn envelope(reply: Reply, status: u16) -> String {
-    assert_eq!(reply.status, status);
-    assert_eq!(
-        reply.header("content-type"),
-        Some("application/json"),
-        "errors are JSON"
-    );
-    let error = &reply.body["error"];
-    assert_eq!(
-        error["request_id"].as_str(),
-        reply.request_id(),
-        "{}",
-        reply.text
-    );
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{}",
-        reply.text
-    );
-    error["code"].as_str().expect("code").to_owned()
-}
 
 #[actix_rt::test]
 async fn request_id_is_echoed_when_well_formed_and_generated_otherwise() {
@@ -70,7 +48,9 @@ async fn request_id_is_echoed_when_well_formed_and_generated_otherwise() {
 async fn every_error_is_the_json_envelope() {
     let app = spawn_app_with(&[("STEWARD__SERVER__MAX_JSON_SIZE", "64")]).await;
 
-    assert_eq!(envelope(app.get("/no/such/route").await, 404), "not_found");
+    app.get("/no/such/route")
+        .await
+        .assert_error(codes::NOT_FOUND);
 
     let wrong_method = app
         .http()
@@ -78,10 +58,9 @@ async fn every_error_is_the_json_envelope() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        envelope(Reply::read(wrong_method).await, 405),
-        "method_not_allowed"
-    );
+    Reply::read(wrong_method)
+        .await
+        .assert_error(codes::METHOD_NOT_ALLOWED);
 
     let put = |body: &'static str, content_type: &'static str| {
         app.admin(Method::PUT, "/admin/log-level")
@@ -90,28 +69,27 @@ async fn every_error_is_the_json_envelope() {
             .send()
     };
     let malformed = put("{\"level\": ", "application/json").await.unwrap();
-    assert_eq!(envelope(Reply::read(malformed).await, 400), "invalid_json");
+    Reply::read(malformed)
+        .await
+        .assert_error(codes::INVALID_JSON);
 
     let wrong_shape = put("{\"lvl\": \"info\"}", "application/json")
         .await
         .unwrap();
-    assert_eq!(
-        envelope(Reply::read(wrong_shape).await, 422),
-        "invalid_body"
-    );
+    Reply::read(wrong_shape)
+        .await
+        .assert_error(codes::INVALID_BODY);
 
     let oversized = Box::leak(format!("{{\"level\": \"{}\"}}", "x".repeat(200)).into_boxed_str());
     let too_large = put(oversized, "application/json").await.unwrap();
-    assert_eq!(
-        envelope(Reply::read(too_large).await, 413),
-        "payload_too_large"
-    );
+    Reply::read(too_large)
+        .await
+        .assert_error(codes::PAYLOAD_TOO_LARGE);
 
     let wrong_type = put("level=info", "text/plain").await.unwrap();
-    assert_eq!(
-        envelope(Reply::read(wrong_type).await, 415),
-        "unsupported_media_type"
-    );
+    Reply::read(wrong_type)
+        .await
+        .assert_error(codes::UNSUPPORTED_MEDIA_TYPE);
 }
 
 #[actix_rt::test]
@@ -181,7 +159,7 @@ async fn admin_routes_need_the_token() {
     let app = spawn_app().await;
     let anonymous = app.get("/admin/actors").await;
     assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
-    assert_eq!(envelope(anonymous, 401), "unauthorized");
+    anonymous.assert_error(codes::UNAUTHORIZED);
 
     let wrong = app
         .http()
@@ -190,7 +168,7 @@ async fn admin_routes_need_the_token() {
         .send()
         .await
         .unwrap();
-    assert_eq!(envelope(Reply::read(wrong).await, 401), "unauthorized");
+    Reply::read(wrong).await.assert_error(codes::UNAUTHORIZED);
 
     let body = Reply::of(app.admin(Method::GET, "/admin/actors"))
         .await
@@ -226,7 +204,7 @@ async fn admin_routes_are_absent_without_a_token() {
         .send()
         .await
         .unwrap();
-    assert_eq!(envelope(Reply::read(response).await, 404), "not_found");
+    Reply::read(response).await.assert_error(codes::NOT_FOUND);
 }
 
 #[actix_rt::test]
@@ -238,7 +216,9 @@ async fn log_level_changes_at_run_time_and_rejects_nonsense() {
         .send()
         .await
         .unwrap();
-    assert_eq!(envelope(Reply::read(bad).await, 422), "invalid_log_level");
+    Reply::read(bad)
+        .await
+        .assert_error(codes::INVALID_LOG_LEVEL);
 
     let good = app
         .admin(Method::PUT, "/admin/log-level")

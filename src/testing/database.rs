@@ -1,7 +1,7 @@
 //! A database of its own for each test: copied from a template that holds the service's
 //! migrations (built once per set of migrations), dropped when the test ends, pass or fail.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
@@ -21,11 +21,11 @@ pub struct TestDb {
 }
 
 /// Templates built by this process, by the hash of their migrations.
-static TEMPLATES: Mutex<Option<HashMap<u64, String>>> = Mutex::const_new(None);
+static TEMPLATES: Mutex<BTreeMap<u64, String>> = Mutex::const_new(BTreeMap::new());
 
 /// An advisory lock key on the server: test processes running at once must not build the same
 /// template twice.
-const TEMPLATE_LOCK: i64 = 0x5745_5741_5244; // "STEWARD"-ish
+const TEMPLATE_LOCK: i64 = 0x5745_5741_5244;
 
 async fn admin_client() -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(&database_url(), NoTls)
@@ -44,7 +44,7 @@ async fn template(migrations: &'static [Migration]) -> String {
     }
     let hash = hasher.finish();
     let mut templates = TEMPLATES.lock().await;
-    if let Some(name) = templates.get_or_insert_with(HashMap::new).get(&hash) {
+    if let Some(name) = templates.get(&hash) {
         return name.clone();
     }
     let name = format!("steward_template_{hash:016x}");
@@ -85,9 +85,7 @@ async fn template(migrations: &'static [Migration]) -> String {
         .execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
         .await
         .expect("unlock the template");
-    templates
-        .get_or_insert_with(HashMap::new)
-        .insert(hash, name.clone());
+    templates.insert(hash, name.clone());
     name
 }
 

@@ -143,6 +143,19 @@ timeout = "12s"
 /// How long [`TestApp::spawn`] and [`TestApp::until_ready`] wait for `/health/ready`.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
+/// Waits until `url` (a `/health/ready`) answers 200; fails with its last answer (or the
+/// connection error) after 10 s. Shared by [`TestApp`] and [`Process`].
+async fn until_ready(http: &reqwest::Client, url: &str) {
+    eventually(READY_WITHIN, &format!("{url} to answer 200"), || async {
+        match http.get(url).send().await {
+            Ok(response) if response.status() == 200 => Ok(()),
+            Ok(response) => Err(Reply::read(response).await.text),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
+}
+
 /// Options for starting a [`TestApp`]: made by [`TestApp::with`].
 pub struct Spawn {
     service: Service,
@@ -344,15 +357,7 @@ impl TestApp {
 
     /// Waits until `/health/ready` answers 200; fails with its last answer after 10 s.
     pub async fn until_ready(&self) {
-        eventually(READY_WITHIN, "the app is ready", || async {
-            let reply = self.get("/health/ready").await;
-            if reply.status == 200 {
-                Ok(())
-            } else {
-                Err((reply.status, reply.body))
-            }
-        })
-        .await;
+        until_ready(&self.http, &self.url("/health/ready")).await;
     }
 
     /// The proxy in front of Redis; panics when the service does not use Redis.

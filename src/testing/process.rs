@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use steward_actors::migrations::Migration;
 
 use super::stores::{delete_prefixed, redis_url};
-use super::{eventually, Metrics, Reply, TestDb};
+use super::{Metrics, Reply, TestDb};
 
 /// How long [`Process::wait_for_line`] and [`Process::until_ready`] wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -169,14 +169,7 @@ impl Process {
 
     /// Waits until `/health/ready` answers 200; fails with its last answer after 10 s.
     pub async fn until_ready(&self) {
-        eventually(WAIT, "the process is ready", || async {
-            match self.http.get(self.url("/health/ready")).send().await {
-                Ok(response) if response.status() == 200 => Ok(()),
-                Ok(response) => Err(response.status().to_string()),
-                Err(error) => Err(error.to_string()),
-            }
-        })
-        .await;
+        super::until_ready(&self.http, &self.url("/health/ready")).await;
     }
 
     /// Every log line so far (stderr).

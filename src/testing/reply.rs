@@ -67,7 +67,8 @@ impl Reply {
     }
 
     /// Asserts that this is the error `code` (its status and its `error.code`), in the
-    /// envelope, with the request id, and returns the envelope's `error` object.
+    /// envelope: JSON, with a message and the response's request id. Returns the envelope's
+    /// `error` object.
     pub fn assert_error(&self, code: ErrorCode) -> &Value {
         assert_eq!(
             (self.status, self.code()),
@@ -78,7 +79,17 @@ impl Reply {
             self.status,
             self.text
         );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "errors are JSON"
+        );
         let error = &self.body["error"];
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "the envelope carries a message: {}",
+            self.text
+        );
         assert_eq!(
             error["request_id"].as_str(),
             self.request_id(),
