@@ -24,13 +24,15 @@ use steward_actors::shutdown::task_budget;
 use steward_actors::store::{store_child, Backend, PingReport, StoreActor, StoreSettings};
 use steward_actors::stores::Stores;
 use steward_actors::{
-    ChildSpec, Exit, Metrics, Probe, Readiness, Running, ShutdownReport, ShutdownTask, Slot,
-    Supervisor, SupervisorConfig, Terminated, Tier,
+    Breaker, ChildSpec, Exit, Metrics, Probe, Readiness, Running, ShutdownReport, ShutdownTask,
+    Slot, Supervisor, SupervisorConfig, Terminated, Tier,
 };
 use tokio_postgres::NoTls;
 
 use crate::config::{parse_net, ConfigError, Loaded, Origin, ServerSettings, Settings};
 use crate::context::{Context, Parts};
+use crate::http::deadline::Deadlines;
+use crate::http::shed::Shedder;
 use crate::jobs::Jobs;
 use crate::service::{CheckFn, Criticality, Service};
 use crate::state::{Dependency, EdgeState, MetricsRoute, PingCache};
@@ -104,6 +106,15 @@ impl Application {
         let metrics = Arc::new(Metrics::new()?);
         let readiness = Readiness::default();
         let stores = Stores::default();
+        let breaker = |store| Breaker::new(store, settings.breaker, &metrics);
+        let redis_breaker = backends.redis.then(|| breaker("redis"));
+        let postgres_breaker = backends.postgres.then(|| breaker("postgres"));
+        let breakers: Arc<[Breaker]> = redis_breaker
+            .iter()
+            .chain(&postgres_breaker)
+            .cloned()
+            .chain(service.breakers.iter().map(|name| breaker(name)))
+            .collect();
         let (queues, jobs) = job_queues(&service.jobs, &settings);
         let context = Context::new(Parts {
             name: service.name,
@@ -115,13 +126,14 @@ impl Application {
             actors: service.actors,
             metrics: Arc::clone(&metrics),
             readiness: readiness.clone(),
+            breakers: Arc::clone(&breakers),
         });
 
         let mut children = Vec::new();
         let mut dependencies = Vec::new();
         let reservations = Reservations::default();
-        if backends.redis {
-            let store = || store_settings(&settings, settings.redis.pool, &metrics);
+        if let Some(breaker) = &redis_breaker {
+            let store = || store_settings(&settings, settings.redis.pool, &metrics, breaker);
             let cache_config = settings.cache_config();
             let cache_metrics = Arc::clone(&metrics);
             children.push(redis_store_child(
@@ -157,10 +169,10 @@ impl Application {
                 required,
             ));
         }
-        if backends.postgres {
+        if let Some(breaker) = &postgres_breaker {
             children.push(postgres_child(
                 &settings,
-                &metrics,
+                store_settings(&settings, settings.postgres.pool, &metrics, breaker),
                 &stores,
                 service.migrations,
             )?);
@@ -179,6 +191,8 @@ impl Application {
                 prefix: settings.redis.key_prefix.clone(),
                 manager: redis_manager(&settings.redis.url)?,
                 pool: settings.redis.pool,
+                // Job kinds need Redis (checked above), so the breaker is there.
+                breaker: redis_breaker.clone().unwrap_or_else(|| breaker("redis")),
                 registry,
                 stores: stores.clone(),
                 metrics: Arc::clone(&metrics),
@@ -258,6 +272,14 @@ impl Application {
                     dependencies,
                 ),
                 openapi: document,
+                breakers,
+                shedder: settings.shedding.enabled.then(|| {
+                    Arc::new(Shedder::new(
+                        settings.shedding.clone(),
+                        Arc::clone(&metrics),
+                    ))
+                }),
+                deadlines: Arc::new(Deadlines::new(&settings.deadlines)),
             };
             let supervisor = children.into_iter().fold(supervisor, Supervisor::child);
             let supervisor = match metrics_listener {
@@ -494,16 +516,19 @@ fn local_addr(listener: &TcpListener, address: &str) -> Result<SocketAddr, Start
     })
 }
 
-/// How a store actor checks its store and reports, with the pool `pool`.
+/// How a store actor checks its store and reports, with the pool `pool` and the store's
+/// `breaker`.
 fn store_settings(
     settings: &Settings,
     pool: steward_actors::PoolConfig,
     metrics: &Arc<Metrics>,
+    breaker: &Breaker,
 ) -> StoreSettings {
     StoreSettings {
         pool,
         health: settings.store_health(),
         metrics: Arc::clone(metrics),
+        breaker: breaker.clone(),
     }
 }
 
@@ -531,7 +556,7 @@ fn redis_store_child<B: Backend<Manager = RedisConnectionManager>>(
 /// The database actor, applying `migrations` when it starts.
 fn postgres_child(
     settings: &Settings,
-    metrics: &Arc<Metrics>,
+    store: StoreSettings,
     stores: &Stores,
     migrations: &'static [Migration],
 ) -> Result<ChildSpec, StartError> {
@@ -539,7 +564,7 @@ fn postgres_child(
     Ok(store_child(
         "postgres",
         postgres_manager_for(settings)?,
-        store_settings(settings, settings.postgres.pool, metrics),
+        store,
         move || Db::new(db_config, migrations),
         stores.db.clone(),
         &settings.supervisor,

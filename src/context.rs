@@ -14,7 +14,7 @@ use steward_actors::db::DbActor;
 use steward_actors::lock::LockActor;
 use steward_actors::ratelimit::LimiterActor;
 use steward_actors::stores::Stores;
-use steward_actors::{Metrics, Readiness, Slot, StoreError};
+use steward_actors::{Breaker, Metrics, Readiness, Slot, StoreError};
 
 use crate::config::{Section, Settings};
 use crate::http::error::ApiError;
@@ -54,6 +54,7 @@ pub(crate) struct Parts {
     pub actors: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    pub breakers: Arc<[Breaker]>,
 }
 
 impl Context {
@@ -147,6 +148,12 @@ impl Context {
     /// `metrics().registry`.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.0.metrics
+    }
+
+    /// The circuit breaker of a store the service uses (`"redis"`, `"postgres"`), or of a
+    /// dependency declared with `Service::breaker`: to see its state, or to wrap calls.
+    pub fn breaker(&self, store: &str) -> Option<&Breaker> {
+        self.0.breakers.iter().find(|b| b.store() == store)
     }
 
     /// Whether the instance takes traffic (off once a shutdown has begun).

@@ -68,6 +68,9 @@ pub struct JobRun<P> {
     pub attempt: u32,
     /// The payload as enqueued.
     pub payload: P,
+    /// The end of this attempt (`workers.job_timeout` after its start): pass it in the store
+    /// messages the job sends, as a route passes its [`RequestDeadline`](crate::RequestDeadline).
+    pub deadline: steward_actors::Deadline,
 }
 
 /// A [`Job`] as the worker runs it: the payload deserialized, the context handed in.
@@ -102,6 +105,7 @@ impl<J: Job> JobHandler for Typed<J> {
             id: job.id,
             attempt: job.attempt,
             payload,
+            deadline: job.deadline,
         };
         J::run(self.ctx.clone(), run).boxed_local()
     }

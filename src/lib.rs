@@ -25,14 +25,18 @@ pub mod testing;
 pub use app::{Application, StartError};
 pub use cli::EXIT_CONFIG;
 pub use context::Context;
+pub use http::deadline::RequestDeadline;
 pub use http::error::{codes, ApiError, ErrorCode};
 pub use service::{Backends, Criticality, Service, TaskOutcome};
+pub use steward_actors::{Breaker, Deadline};
 
 /// The pieces most services use, in one import: `use steward::prelude::*;`.
 pub mod prelude {
     pub use crate::config::{Invalid, Section};
     pub use crate::jobs::{Job, JobError, JobRun};
-    pub use crate::{ApiError, Backends, Context, Criticality, ErrorCode, Service};
+    pub use crate::{
+        ApiError, Backends, Context, Criticality, Deadline, ErrorCode, RequestDeadline, Service,
+    };
     pub use actix_web::{web, HttpResponse};
     pub use serde_json::{json, Value};
     pub use steward_actors::{Phase, Restart, Stop, Tier};

@@ -129,6 +129,7 @@ pub struct Service {
     pub(crate) migrations: &'static [Migration],
     pub(crate) openapi: Option<utoipa::openapi::OpenApi>,
     pub(crate) errors: Vec<ErrorCode>,
+    pub(crate) breakers: Vec<&'static str>,
 }
 
 impl Service {
@@ -151,6 +152,7 @@ impl Service {
             migrations: &[],
             openapi: None,
             errors: Vec::new(),
+            breakers: Vec::new(),
         }
     }
 
@@ -171,6 +173,22 @@ impl Service {
     /// tool must provide for it.
     pub fn uses(&self) -> Backends {
         self.backends
+    }
+
+    /// Declares a circuit breaker for a dependency of the service's own (another service's
+    /// API, a store its own actor talks to), configured by `[breaker]` like the stores' and
+    /// reported with them (`store_breaker_state{store=<name>}`, `/admin/actors`). Wrap the
+    /// calls with `ctx.breaker(name)`'s [`Breaker::call`](steward_actors::Breaker::call).
+    ///
+    /// # Panics
+    /// When `name` is declared twice or names a store steward has (`redis`, `postgres`).
+    pub fn breaker(mut self, name: &'static str) -> Self {
+        assert!(
+            !self.breakers.contains(&name) && !["redis", "postgres"].contains(&name),
+            "breaker {name} is declared twice or is one of steward's own"
+        );
+        self.breakers.push(name);
+        self
     }
 
     /// The stores the service uses (none by default).

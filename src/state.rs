@@ -8,8 +8,10 @@ use futures::future::join_all;
 use actix::Addr;
 use steward_actors::ratelimit::{LimiterActor, Policy, Reservations};
 use steward_actors::store::PingReport;
-use steward_actors::{Metrics, Probe, Readiness, Slot, Supervisor};
+use steward_actors::{Breaker, Metrics, Probe, Readiness, Slot, Supervisor};
 
+use crate::http::deadline::Deadlines;
+use crate::http::shed::Shedder;
 use crate::telemetry::LogControl;
 
 /// What the HTTP edge reads — the middleware, health, metrics and admin routes: the
@@ -45,6 +47,12 @@ pub struct EdgeState {
     pub pings: PingCache,
     /// `/openapi.json`, built once at start-up and served without a copy.
     pub openapi: actix_web::web::Bytes,
+    /// The stores' breakers, for `/admin/actors`.
+    pub breakers: Arc<[Breaker]>,
+    /// The adaptive concurrency limits; `None` when `shedding.enabled` is false.
+    pub shedder: Option<Arc<Shedder>>,
+    /// The request deadlines by path prefix.
+    pub deadlines: Arc<Deadlines>,
 }
 
 /// Where `/metrics` is served (`[metrics]`).

@@ -11,8 +11,9 @@ use futures::future::{BoxFuture, LocalBoxFuture, Shared};
 use futures::FutureExt;
 use prometheus::IntCounter;
 use rand::Rng;
-use redis::{Cmd, FromRedisValue, RedisError};
+use redis::{Cmd, FromRedisValue};
 
+use crate::deadline::Deadline;
 use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::redis_conn::{RedisPool, SharedConnection};
@@ -122,10 +123,6 @@ impl Cache {
 
 impl Backend for Cache {
     type Manager = RedisConnectionManager;
-
-    fn describe(error: &RedisError) -> String {
-        error.to_string()
-    }
 }
 
 /// What a cache command needs once it left the actor: shared state, the pool, the metrics.
@@ -150,11 +147,18 @@ impl Ops {
     }
 
     /// Runs one command on the shared connection, keeping the cache's health figures.
-    async fn run<T: FromRedisValue>(&self, op: Op, cmd: &Cmd) -> Result<T, StoreError> {
-        let outcome = self.inner.conn.run(&self.pool, cmd).await;
+    async fn run<T: FromRedisValue>(
+        &self,
+        op: Op,
+        cmd: &Cmd,
+        deadline: Deadline,
+    ) -> Result<T, StoreError> {
+        let outcome = self.inner.conn.run(&self.pool, cmd, deadline).await;
         let degraded = &self.metrics.cache_degraded;
         match &outcome {
             Ok(_) => degraded.set(0),
+            // The caller's budget ran out: nothing to say about Redis.
+            Err(StoreError::DeadlineExceeded) => {}
             Err(error) => {
                 degraded.set(1);
                 self.inner.counters.errors[op as usize].inc();
@@ -165,8 +169,10 @@ impl Ops {
         outcome
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let value: Option<Vec<u8>> = self.run(Op::Get, redis::cmd("GET").arg(key)).await?;
+    async fn get(&self, key: &str, deadline: Deadline) -> Result<Option<Vec<u8>>, StoreError> {
+        let value: Option<Vec<u8>> = self
+            .run(Op::Get, redis::cmd("GET").arg(key), deadline)
+            .await?;
         let counters = &self.inner.counters;
         if value.is_some() {
             counters.get_hit.inc()
@@ -176,21 +182,27 @@ impl Ops {
         Ok(value)
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
         let millis = ttl.as_millis().max(1) as u64;
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("PX").arg(millis);
-        self.run::<()>(Op::Set, &cmd).await?;
+        self.run::<()>(Op::Set, &cmd, deadline).await?;
         self.inner.counters.set_ok.inc();
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, key: &str, deadline: Deadline) -> Result<(), StoreError> {
         // A load in flight read the old state: it must not write it back, nor serve later misses.
         if let Some(load) = self.inner.inflight.borrow_mut().remove(key) {
             load.invalidated.set(true);
         }
-        self.run::<()>(Op::Delete, redis::cmd("DEL").arg(key))
+        self.run::<()>(Op::Delete, redis::cmd("DEL").arg(key), deadline)
             .await?;
         self.inner.counters.delete_ok.inc();
         Ok(())
@@ -214,9 +226,10 @@ impl Ops {
         loader: Loader,
         id: u64,
         invalidated: Rc<Cell<bool>>,
+        deadline: Deadline,
     ) -> LoadResult {
         let result = async {
-            match self.get(&key).await {
+            match self.get(&key, deadline).await {
                 Ok(Some(raw)) => match raw.split_first() {
                     Some((&FOUND, value)) => return Ok(Some(value.to_vec())),
                     Some((&NOT_FOUND, _)) => return Ok(None),
@@ -235,7 +248,7 @@ impl Ops {
                     None => None,
                 };
                 if let Some((raw, ttl)) = stored {
-                    let _ = self.set(&key, &raw, ttl).await;
+                    let _ = self.set(&key, &raw, ttl, deadline).await;
                 }
             }
             Ok(loaded)
@@ -255,6 +268,8 @@ impl Ops {
 pub struct Get {
     /// The key, without the prefix.
     pub key: String,
+    /// When the caller stops waiting.
+    pub deadline: Deadline,
 }
 
 /// Writes `key` with exactly this TTL (a TTL a client asked for is not jittered).
@@ -267,6 +282,8 @@ pub struct Set {
     pub value: Vec<u8>,
     /// How long the value lives; spread by `ttl_jitter`.
     pub ttl: Duration,
+    /// When the caller stops waiting.
+    pub deadline: Deadline,
 }
 
 /// Deletes `key`, and keeps a load of it that is in flight from caching what it read.
@@ -275,6 +292,8 @@ pub struct Set {
 pub struct Delete {
     /// The key, without the prefix.
     pub key: String,
+    /// When the caller stops waiting.
+    pub deadline: Deadline,
 }
 
 /// Produces the value of a key on a miss: `Ok(None)` for "does not exist".
@@ -291,6 +310,9 @@ pub struct GetOrLoad {
     pub ttl: Duration,
     /// Produces the value on a miss; concurrent misses of one key share one call.
     pub loader: Loader,
+    /// When the caller stops waiting: bounds the Redis commands (the loader has its own,
+    /// usually the same). A miss that joins another caller's load waits for that load.
+    pub deadline: Deadline,
 }
 
 impl Handler<Get> for CacheActor {
@@ -298,7 +320,7 @@ impl Handler<Get> for CacheActor {
 
     fn handle(&mut self, msg: Get, _: &mut Self::Context) -> Self::Result {
         let ops = Ops::new(self);
-        Box::pin(async move { ops.get(&ops.key(&msg.key)).await })
+        Box::pin(async move { ops.get(&ops.key(&msg.key), msg.deadline).await })
     }
 }
 
@@ -307,7 +329,10 @@ impl Handler<Set> for CacheActor {
 
     fn handle(&mut self, msg: Set, _: &mut Self::Context) -> Self::Result {
         let ops = Ops::new(self);
-        Box::pin(async move { ops.set(&ops.key(&msg.key), &msg.value, msg.ttl).await })
+        Box::pin(async move {
+            ops.set(&ops.key(&msg.key), &msg.value, msg.ttl, msg.deadline)
+                .await
+        })
     }
 }
 
@@ -316,7 +341,7 @@ impl Handler<Delete> for CacheActor {
 
     fn handle(&mut self, msg: Delete, _: &mut Self::Context) -> Self::Result {
         let ops = Ops::new(self);
-        Box::pin(async move { ops.delete(&ops.key(&msg.key)).await })
+        Box::pin(async move { ops.delete(&ops.key(&msg.key), msg.deadline).await })
     }
 }
 
@@ -342,6 +367,7 @@ impl Handler<GetOrLoad> for CacheActor {
                 msg.loader,
                 id,
                 Rc::clone(&invalidated),
+                msg.deadline,
             )
             .boxed_local()
             .shared();

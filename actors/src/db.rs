@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bb8::{Pool, PooledConnection};
+use bb8::PooledConnection;
 use bb8_postgres::PostgresConnectionManager;
 use futures::future::LocalBoxFuture;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row, Statement, Transaction};
 
 use crate::backoff::Backoff;
+use crate::deadline::Deadline;
 use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::migrations::{migrate, Migration};
-use crate::pool::Evicting;
+use crate::pool::{Evicting, StorePool};
 use crate::store::{describe_run, Backend, StoreActor};
 
 /// The actor that owns the PostgreSQL pool.
@@ -86,10 +87,6 @@ impl Db {
 
 impl Backend for Db {
     type Manager = Manager;
-
-    fn describe(error: &tokio_postgres::Error) -> String {
-        error.to_string()
-    }
 
     /// Runs the migrations once the database answers (again, after a failed attempt).
     fn on_up(actor: &mut DbActor, ctx: &mut Context<DbActor>) {
@@ -166,6 +163,9 @@ pub struct Query {
     pub sql: &'static str,
     /// The parameters, in order.
     pub params: Vec<Param>,
+    /// When the caller stops waiting: the statement is bounded by the shorter of this and
+    /// `query_timeout`, and cancelled on the server when it runs out.
+    pub deadline: Deadline,
 }
 
 /// The body of a transaction; called again on every retry.
@@ -193,6 +193,9 @@ pub struct Transact<T> {
     pub isolation: IsolationLevel,
     /// The body, run again on a serialization failure or deadlock.
     pub work: TxWork<T>,
+    /// When the caller stops waiting: no attempt starts after it, and a running one is
+    /// cancelled on the server when it runs out.
+    pub deadline: Deadline,
 }
 
 impl<T: Send + 'static> Message for Transact<T> {
@@ -202,7 +205,7 @@ impl<T: Send + 'static> Message for Transact<T> {
 #[derive(Clone)]
 struct Ops {
     inner: Rc<DbInner>,
-    pool: Pool<Evicting<Manager>>,
+    pool: StorePool<Manager>,
     metrics: Arc<Metrics>,
 }
 
@@ -224,28 +227,34 @@ impl Ops {
         }
     }
 
-    async fn checkout(&self) -> Result<Leased, StoreError> {
-        match actix_rt::time::timeout(self.inner.config.query_timeout, self.pool.get_owned()).await
-        {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(error)) => Err(StoreError::Unavailable(describe_run::<Db>(&error))),
-            Err(_) => Err(StoreError::Timeout),
+    /// A connection within what remains of `deadline` and `query_timeout`.
+    async fn checkout(&self, deadline: Deadline) -> Result<Leased, StoreError> {
+        let (wait, callers) = deadline.bound(self.inner.config.query_timeout)?;
+        match self.pool.checkout(wait).await {
+            Err(StoreError::PoolTimeout) if callers => Err(StoreError::DeadlineExceeded),
+            leased => leased,
         }
     }
 
-    async fn reader(&self) -> Result<Rc<Reader>, StoreError> {
+    /// Whether the shared reader connection can still be used: open, and not from before the
+    /// last fault the breaker saw (then it goes back to the pool, which checks it).
+    fn usable(&self, reader: &Reader) -> bool {
+        !reader.conn.is_closed() && !reader.conn.stale(self.pool.breaker())
+    }
+
+    async fn reader(&self, deadline: Deadline) -> Result<Rc<Reader>, StoreError> {
         if let Some(reader) = self.inner.reader.borrow().as_ref() {
-            if !reader.conn.is_closed() {
+            if self.usable(reader) {
                 return Ok(Rc::clone(reader));
             }
         }
         let reader = Rc::new(Reader {
-            conn: self.checkout().await?,
+            conn: self.checkout(deadline).await?,
             statements: RefCell::default(),
         });
         let mut slot = self.inner.reader.borrow_mut();
         match slot.as_ref() {
-            Some(current) if !current.conn.is_closed() => Ok(Rc::clone(current)),
+            Some(current) if self.usable(current) => Ok(Rc::clone(current)),
             _ => {
                 *slot = Some(Rc::clone(&reader));
                 Ok(reader)
@@ -262,8 +271,16 @@ impl Ops {
 
     async fn query(&self, query: Query) -> Result<Vec<Row>, StoreError> {
         self.ready()?;
+        query.deadline.bound(self.inner.config.query_timeout)?;
+        let name = query.name;
         let started = Instant::now();
-        let reader = self.reader().await?;
+        let outcome = self.pool.breaker().call(self.run_query(query)).await;
+        self.observe(name, started);
+        outcome
+    }
+
+    async fn run_query(&self, query: Query) -> Result<Vec<Row>, StoreError> {
+        let reader = self.reader(query.deadline).await?;
         let client = &**reader.conn;
         let run = async {
             let cached = reader.statements.borrow().get(query.sql).cloned();
@@ -282,29 +299,35 @@ impl Ops {
                 query.params.iter().map(|p| p.as_ref() as _).collect();
             client.query(&statement, &params).await
         };
-        let outcome = match actix_rt::time::timeout(self.inner.config.query_timeout, run).await {
-            Ok(result) => result.map_err(pg_error),
-            Err(_) => {
-                // Stop the work on the server too; the connection stays usable.
-                let cancel = client.cancel_token();
-                actix_rt::spawn(async move {
-                    let _ = cancel.cancel_query(NoTls).await;
-                });
-                Err(StoreError::Timeout)
-            }
-        };
-        self.observe(query.name, started);
+        let outcome = query
+            .deadline
+            .run(self.inner.config.query_timeout, async {
+                run.await.map_err(pg_error)
+            })
+            .await;
+        if matches!(
+            outcome,
+            Err(StoreError::Timeout | StoreError::DeadlineExceeded)
+        ) {
+            // Stop the work on the server too; the connection stays usable.
+            cancel(client);
+        }
         outcome
     }
 
-    async fn transact<T>(&self, mut tx: Transact<T>) -> Result<T, StoreError> {
+    async fn transact<T>(&self, tx: Transact<T>) -> Result<T, StoreError> {
         self.ready()?;
+        tx.deadline.bound(self.inner.config.query_timeout)?;
+        self.pool.breaker().call(self.run_transaction(tx)).await
+    }
+
+    async fn run_transaction<T>(&self, mut tx: Transact<T>) -> Result<T, StoreError> {
         let config = self.inner.config;
         let mut attempt = 0;
         loop {
             let started = Instant::now();
             let outcome = async {
-                let mut conn = self.checkout().await?;
+                let mut conn = self.checkout(tx.deadline).await?;
                 let run = async {
                     let transaction = conn
                         .build_transaction()
@@ -316,11 +339,18 @@ impl Ops {
                     transaction.commit().await.map_err(pg_error)?;
                     Ok(value)
                 };
-                match actix_rt::time::timeout(config.query_timeout, run).await {
-                    Ok(result) => result,
-                    // The dropped transaction rolls back; statement_timeout stops the server.
-                    Err(_) => Err(StoreError::Timeout),
+                let outcome = tx.deadline.run(config.query_timeout, run).await;
+                if matches!(
+                    outcome,
+                    Err(StoreError::Timeout | StoreError::DeadlineExceeded)
+                ) {
+                    // The dropped transaction rolls back once the running statement stops:
+                    // cancel it rather than let it run to statement_timeout, and retire the
+                    // connection, whose state the cancel may have caught mid-way.
+                    cancel(&conn);
+                    conn.mark_broken();
                 }
+                outcome
             }
             .await;
             self.observe(tx.name, started);
@@ -328,13 +358,26 @@ impl Ops {
                 Err(StoreError::Contention(why)) if attempt < config.tx_max_retries => {
                     self.metrics.db_tx_retries_total.inc();
                     log::debug!(target: "steward::db", "{} retried after: {why}", tx.name);
-                    actix_rt::time::sleep(config.tx_backoff.delay(attempt)).await;
+                    let pause = config.tx_backoff.delay(attempt);
+                    // No attempt starts that could not finish before the caller's deadline.
+                    if tx.deadline.remaining().is_some_and(|left| left <= pause) {
+                        return Err(StoreError::DeadlineExceeded);
+                    }
+                    actix_rt::time::sleep(pause).await;
                     attempt += 1;
                 }
                 other => return other,
             }
         }
     }
+}
+
+/// Asks the server to stop the statement running on `client` (a query past its deadline).
+fn cancel(client: &tokio_postgres::Client) {
+    let token = client.cancel_token();
+    actix_rt::spawn(async move {
+        let _ = token.cancel_query(NoTls).await;
+    });
 }
 
 impl Handler<Query> for DbActor {

@@ -13,9 +13,30 @@ pub enum StoreError {
     /// work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// The store did not answer within the deadline.
+    /// The store did not answer within its own timeout.
     #[error("store timed out")]
     Timeout,
+    /// No pooled connection came free in time: every connection was busy with other calls.
+    /// The store answers, just not fast enough for the load, so unlike `Timeout` it does not
+    /// count against the store's breaker (shedding load is the edge's work).
+    #[error("no pooled connection came free in time")]
+    PoolTimeout,
+    /// The caller's deadline (see [`Deadline`](crate::deadline::Deadline)) ran out before the
+    /// store answered, or before the call could start. Unlike `Timeout` it says nothing about
+    /// the store, so it does not count against the store's breaker.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// The store's [`Breaker`](crate::breaker::Breaker) is open: the store failed repeatedly and
+    /// calls fail at once instead of waiting for it, until a probe finds it back.
+    #[error("store {store} is failing (breaker open): {cause}")]
+    BreakerOpen {
+        /// The breaker's store name.
+        store: &'static str,
+        /// When the next probe may go through: what `Retry-After` tells a client.
+        retry_in: std::time::Duration,
+        /// The last failure seen, for the log.
+        cause: String,
+    },
     /// The operation conflicts with the current state (lock held, version mismatch, ...).
     #[error("conflict: {0}")]
     Conflict(String),

@@ -8,9 +8,11 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod breaker;
 pub mod cache;
 pub mod child;
 pub mod db;
+pub mod deadline;
 pub mod duration;
 pub mod error;
 pub mod jobs;
@@ -30,7 +32,9 @@ pub mod stores;
 pub mod supervisor;
 
 pub use backoff::Backoff;
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use child::{start_actor, start_plain_actor, Exit, Running, Stop};
+pub use deadline::Deadline;
 pub use error::StoreError;
 pub use metrics::Metrics;
 pub use readiness::Readiness;

@@ -16,10 +16,10 @@ use bb8_redis::RedisConnectionManager;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use prometheus::IntCounterVec;
-use redis::RedisError;
 use serde::Serialize;
 
 use crate::backoff::Backoff;
+use crate::deadline::Deadline;
 use crate::error::StoreError;
 use crate::redis_conn::{LuaScript, RedisPool, SharedConnection};
 use crate::store::{Backend, StoreActor};
@@ -129,10 +129,6 @@ impl Locks {
 
 impl Backend for Locks {
     type Manager = RedisConnectionManager;
-
-    fn describe(error: &RedisError) -> String {
-        error.to_string()
-    }
 
     /// Releases every lock this process holds, so others need not wait for them to expire.
     fn before_stop(
@@ -365,6 +361,7 @@ impl Ops {
                     &self.inner.scripts.acquire,
                     &[&key, &fence],
                     &[&token, &ttl_ms],
+                    Deadline::NONE,
                 )
                 .await
             {
@@ -414,7 +411,13 @@ impl Ops {
         let outcome = self
             .inner
             .conn
-            .eval::<i64>(&self.pool, &self.inner.scripts.release, &[&key], &[&token])
+            .eval::<i64>(
+                &self.pool,
+                &self.inner.scripts.release,
+                &[&key],
+                &[&token],
+                Deadline::NONE,
+            )
             .await
             .map(|deleted| deleted == 1);
         self.count("release", &outcome, |released| {
@@ -444,6 +447,7 @@ impl Ops {
                 &self.inner.scripts.extend,
                 &[&key],
                 &[&token, &ttl_ms],
+                Deadline::NONE,
             )
             .await
             .map(|now_ms| (now_ms >= 0).then_some(now_ms + ttl_ms));
@@ -465,7 +469,13 @@ impl Ops {
         let reply: Vec<i64> = self
             .inner
             .conn
-            .eval(&self.pool, &self.inner.scripts.inspect, &[&key], &[])
+            .eval(
+                &self.pool,
+                &self.inner.scripts.inspect,
+                &[&key],
+                &[],
+                Deadline::NONE,
+            )
             .await?;
         Ok(match reply.as_slice() {
             [1, fence, pttl] => LockState {

@@ -21,10 +21,18 @@ pub struct Metrics {
     pub http_request_duration_seconds: HistogramVec,
     /// HTTP requests being handled now.
     pub http_requests_in_flight: IntGauge,
+    /// Requests answered 503 `overloaded` by the edge's concurrency limit, by route pattern.
+    pub http_requests_shed_total: IntCounterVec,
+    /// The edge's adaptive concurrency limit of each route pattern.
+    pub http_concurrency_limit: IntGaugeVec,
     /// Restarts of each supervised child.
     pub actor_restarts_total: IntCounterVec,
     /// Whether each store answered its last check (1) or not (0).
     pub store_up: IntGaugeVec,
+    /// Each store's circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub store_breaker_state: IntGaugeVec,
+    /// Breaker transitions by store and the state entered.
+    pub store_breaker_transitions_total: IntCounterVec,
     /// Pool connections by pool and state (idle, active).
     pub pool_connections: IntGaugeVec,
     /// Cache operations by operation and result.
@@ -83,6 +91,20 @@ impl Metrics {
                 "http_requests_in_flight",
                 "HTTP requests being handled now",
             )?,
+            http_requests_shed_total: IntCounterVec::new(
+                Opts::new(
+                    "http_requests_shed_total",
+                    "Requests refused with 503 overloaded before any work, by route pattern",
+                ),
+                &["route"],
+            )?,
+            http_concurrency_limit: IntGaugeVec::new(
+                Opts::new(
+                    "http_concurrency_limit",
+                    "Requests of a route pattern admitted at once (adaptive)",
+                ),
+                &["route"],
+            )?,
             actor_restarts_total: IntCounterVec::new(
                 Opts::new("actor_restarts_total", "Restarts of supervised children"),
                 &["actor"],
@@ -93,6 +115,20 @@ impl Metrics {
                     "1 when the store answered its last health check",
                 ),
                 &["store"],
+            )?,
+            store_breaker_state: IntGaugeVec::new(
+                Opts::new(
+                    "store_breaker_state",
+                    "Circuit breaker of a store: 0 closed, 1 open, 2 half-open",
+                ),
+                &["store"],
+            )?,
+            store_breaker_transitions_total: IntCounterVec::new(
+                Opts::new(
+                    "store_breaker_transitions_total",
+                    "Circuit breaker transitions by the state entered",
+                ),
+                &["store", "state"],
             )?,
             pool_connections: IntGaugeVec::new(
                 Opts::new("pool_connections", "Connections held by a store pool"),
@@ -188,7 +224,11 @@ impl Metrics {
         registry.register(Box::new(metrics.http_requests_total.clone()))?;
         registry.register(Box::new(metrics.http_request_duration_seconds.clone()))?;
         registry.register(Box::new(metrics.http_requests_in_flight.clone()))?;
+        registry.register(Box::new(metrics.http_requests_shed_total.clone()))?;
+        registry.register(Box::new(metrics.http_concurrency_limit.clone()))?;
         registry.register(Box::new(metrics.actor_restarts_total.clone()))?;
+        registry.register(Box::new(metrics.store_breaker_state.clone()))?;
+        registry.register(Box::new(metrics.store_breaker_transitions_total.clone()))?;
         registry.register(Box::new(metrics.store_up.clone()))?;
         registry.register(Box::new(metrics.pool_connections.clone()))?;
         registry.register(Box::new(metrics.cache_requests_total.clone()))?;

@@ -17,9 +17,9 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use prometheus::IntCounterVec;
-use redis::RedisError;
 use serde::{Deserialize, Serialize};
 
+use crate::deadline::Deadline;
 use crate::error::StoreError;
 use crate::redis_conn::{LuaScript, RedisPool, SharedConnection};
 use crate::store::{Backend, StoreActor};
@@ -372,10 +372,6 @@ impl Limiter {
 
 impl Backend for Limiter {
     type Manager = RedisConnectionManager;
-
-    fn describe(error: &RedisError) -> String {
-        error.to_string()
-    }
 }
 
 struct Ops {
@@ -523,7 +519,13 @@ impl Ops {
                     [&emission_us, &tolerance_us, &cost];
                 self.inner
                     .conn
-                    .eval(&self.pool, &self.inner.scripts[0], &[&key], &args)
+                    .eval(
+                        &self.pool,
+                        &self.inner.scripts[0],
+                        &[&key],
+                        &args,
+                        Deadline::NONE,
+                    )
                     .await?
             }
             Algorithm::FixedWindow | Algorithm::SlidingWindow => {
@@ -536,7 +538,7 @@ impl Ops {
                     [&policy.limit, &period_ms, &cost];
                 self.inner
                     .conn
-                    .eval(&self.pool, script, &[&key], &args)
+                    .eval(&self.pool, script, &[&key], &args, Deadline::NONE)
                     .await?
             }
         };

@@ -4,16 +4,17 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use bb8::{Pool, PooledConnection};
+use bb8::PooledConnection;
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, ToRedisArgs};
 
+use crate::deadline::Deadline;
 use crate::error::StoreError;
-use crate::pool::Evicting;
+use crate::pool::{Evicting, StorePool};
 
-/// The Redis pool type every Redis-backed actor owns.
-pub type RedisPool = Pool<Evicting<RedisConnectionManager>>;
+/// The Redis pool type every Redis-backed actor owns (with the Redis breaker).
+pub type RedisPool = StorePool<RedisConnectionManager>;
 
 type Leased = PooledConnection<'static, Evicting<RedisConnectionManager>>;
 
@@ -23,7 +24,11 @@ type Leased = PooledConnection<'static, Evicting<RedisConnectionManager>>;
 /// at a time, so Redis reads one command per socket read. Sharing one multiplexed connection
 /// lets Redis read many per read, which is where the throughput is; bb8 still connects, checks
 /// and replaces connections. A command that fails on the connection evicts it (flagged broken,
-/// so the pool replaces it) and the next command leases a fresh one.
+/// so the pool replaces it) and the next command leases a fresh one; so does the first command
+/// after the store's breaker saw a fault (the lease predates it and is checked before reuse).
+///
+/// Every command goes through the pool's [`Breaker`](crate::breaker::Breaker): while it is
+/// open, commands fail at once with `BreakerOpen`.
 pub struct SharedConnection {
     lease: RefCell<Lease>,
     /// Deadline of one command, including leasing a connection.
@@ -48,15 +53,20 @@ impl SharedConnection {
     async fn connection(
         &self,
         pool: &RedisPool,
+        wait: std::time::Duration,
     ) -> Result<(MultiplexedConnection, u64), StoreError> {
-        if let Some(conn) = &self.lease.borrow().conn {
-            return Ok(((**conn).clone(), self.lease.borrow().generation));
+        {
+            let mut lease = self.lease.borrow_mut();
+            match &lease.conn {
+                Some(conn) if conn.stale(pool.breaker()) => {
+                    // Back to the pool, which checks it before anyone gets it again.
+                    lease.conn = None;
+                }
+                Some(conn) => return Ok(((**conn).clone(), lease.generation)),
+                None => {}
+            }
         }
-        let pooled = match actix_rt::time::timeout(self.timeout, pool.get_owned()).await {
-            Ok(Ok(pooled)) => pooled,
-            Ok(Err(error)) => return Err(StoreError::Unavailable(error.to_string())),
-            Err(_) => return Err(StoreError::Timeout),
-        };
+        let pooled = pool.checkout(wait).await?;
         let conn = (**pooled).clone();
         let mut lease = self.lease.borrow_mut();
         if lease.conn.is_none() {
@@ -75,14 +85,34 @@ impl SharedConnection {
         }
     }
 
-    /// Runs `cmd` within the deadline.
+    /// Runs `cmd` within the command timeout or what remains of `deadline`, whichever is
+    /// shorter; never starts it once the deadline has passed or while the breaker is open.
     pub async fn run<T: FromRedisValue>(
         &self,
         pool: &RedisPool,
         cmd: &Cmd,
+        deadline: Deadline,
     ) -> Result<T, StoreError> {
-        let (mut conn, generation) = self.connection(pool).await?;
-        match actix_rt::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+        deadline.bound(self.timeout)?;
+        let permit = pool.breaker().permit()?;
+        let result = self.attempt(pool, cmd, deadline).await;
+        permit.record(&result);
+        result
+    }
+
+    async fn attempt<T: FromRedisValue>(
+        &self,
+        pool: &RedisPool,
+        cmd: &Cmd,
+        deadline: Deadline,
+    ) -> Result<T, StoreError> {
+        let (wait, callers) = deadline.bound(self.timeout)?;
+        let (mut conn, generation) = match self.connection(pool, wait).await {
+            Err(StoreError::PoolTimeout) if callers => return Err(StoreError::DeadlineExceeded),
+            leased => leased?,
+        };
+        let (wait, callers) = deadline.bound(self.timeout)?;
+        match actix_rt::time::timeout(wait, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
                 if error.is_io_error()
@@ -98,6 +128,8 @@ impl SharedConnection {
                     Err(StoreError::Internal(error.to_string()))
                 }
             }
+            // The caller's budget ran out, not the store's: the connection is fine.
+            Err(_) if callers => Err(StoreError::DeadlineExceeded),
             Err(_) => {
                 self.evict(generation);
                 Err(StoreError::Timeout)
@@ -112,6 +144,7 @@ impl SharedConnection {
         script: &LuaScript,
         keys: &[&str],
         args: &[&dyn ToRedisArgsDyn],
+        deadline: Deadline,
     ) -> Result<T, StoreError> {
         let build = |verb: &str, body: &str| {
             let mut cmd = redis::cmd(verb);
@@ -121,8 +154,14 @@ impl SharedConnection {
             }
             cmd
         };
-        match self.run(pool, &build("EVALSHA", &script.hash)).await {
-            Err(StoreError::NotFound) => self.run(pool, &build("EVAL", script.source)).await,
+        match self
+            .run(pool, &build("EVALSHA", &script.hash), deadline)
+            .await
+        {
+            Err(StoreError::NotFound) => {
+                self.run(pool, &build("EVAL", script.source), deadline)
+                    .await
+            }
             other => other,
         }
     }

@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bb8::{ManageConnection, Pool, RunError};
+use bb8::{ManageConnection, RunError};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::Backoff;
+use crate::breaker::Breaker;
 use crate::child::{start_actor, Stop};
 use crate::metrics::Metrics;
-use crate::pool::{build_pool, Evicting};
+use crate::pool::{build_pool, Evicting, StorePool};
 use crate::slot::Slot;
 use crate::spec::{ChildSpec, SupervisorConfig, Tier};
 
@@ -53,10 +54,8 @@ pub struct HealthConfig {
 /// (implemented as `Handler`s on `StoreActor<ThisBackend>`).
 pub trait Backend: Sized + Unpin + 'static {
     /// Connects to the store.
-    type Manager: ManageConnection + Clone;
-
-    /// A driver error as text for logs and readiness.
-    fn describe(error: &<Self::Manager as ManageConnection>::Error) -> String;
+    /// Its errors' text is what logs, readiness and breakers show.
+    type Manager: ManageConnection<Error: std::fmt::Display> + Clone;
 
     /// Called after every successful health check; the database runs its migrations here.
     fn on_up(_actor: &mut StoreActor<Self>, _ctx: &mut Context<StoreActor<Self>>) {}
@@ -113,11 +112,11 @@ pub struct Ping {
 pub struct Crash;
 
 /// The pool and its health, common to every store.
-pub struct StoreCore<M: ManageConnection> {
+pub struct StoreCore<M: ManageConnection<Error: std::fmt::Display>> {
     /// The child's name.
     pub name: &'static str,
-    /// The pool, which drops connections that failed.
-    pub pool: Pool<Evicting<M>>,
+    /// The pool, which drops connections that failed, and the store's breaker.
+    pub pool: StorePool<M>,
     manager: Arc<Evicting<M>>,
     health: HealthConfig,
     failures: u32,
@@ -148,58 +147,78 @@ impl<B: Backend> StoreActor<B> {
     pub fn new(
         name: &'static str,
         manager: B::Manager,
-        pool: PoolConfig,
-        health: HealthConfig,
-        metrics: Arc<Metrics>,
+        settings: &StoreSettings,
         backend: B,
     ) -> Self {
-        let built = build_pool(manager.clone(), &pool);
+        let breaker = settings.breaker.clone();
+        let pool = build_pool(manager.clone(), &settings.pool, breaker.clone());
         let core = StoreCore {
             name,
-            pool: built,
-            manager: Arc::new(Evicting(manager)),
-            health,
+            pool,
+            manager: Arc::new(Evicting::new(manager, breaker)),
+            health: settings.health,
             failures: 0,
             up: None,
-            metrics,
+            metrics: Arc::clone(&settings.metrics),
         };
         Self { core, backend }
     }
 
-    /// Checks out a connection and validates it, within `timeout`. A connection that fails
-    /// validation, or does not answer in time, is marked broken so the pool replaces it.
+    /// Checks the store within `timeout`: validates a pooled connection or, when the pool
+    /// holds none (the store was down) or that one fails, connects afresh and hands the new
+    /// connection to the pool. A connection that fails validation is marked broken so the pool
+    /// drops it.
+    ///
+    /// Why connect directly when the pool is empty: bb8 sends a failed connection attempt to
+    /// its error sink and lets the caller wait until its timeout, so a refused connection,
+    /// which the kernel reports at once, would read as "no answer within 1000 ms" after a
+    /// second. Connecting here reports it as refused, at once.
     fn check(&self, timeout: Duration) -> impl Future<Output = PingReport> + 'static {
         let pool = self.core.pool.clone();
         let manager = Arc::clone(&self.core.manager);
         async move {
             let started = Instant::now();
             let late = || format!("no answer within {} ms", timeout.as_millis());
-            let mut conn = match actix_rt::time::timeout(timeout, pool.get()).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(error)) => return PingReport::failed(describe_run::<B>(&error), started),
-                Err(_) => return PingReport::failed(late(), started),
-            };
-            let remaining = timeout.saturating_sub(started.elapsed());
-            let error = match actix_rt::time::timeout(remaining, manager.is_valid(&mut conn)).await
-            {
-                Ok(Ok(())) => {
-                    return PingReport {
-                        ok: true,
-                        latency_ms: millis(started.elapsed()),
-                        error: None,
+            let checked = async {
+                if pool.state().connections > 0 {
+                    let mut conn = pool.get().await.map_err(|e| describe_run::<B>(&e))?;
+                    if manager.validate(&mut conn).await.is_ok() {
+                        return Ok(());
                     }
+                    // That connection died (a restarted server, a forgetful NAT); whether the
+                    // store is down is for a fresh one to say.
+                    conn.mark_broken();
                 }
-                Ok(Err(error)) => B::describe(&error),
-                Err(_) => late(),
+                let mut conn = manager.connect().await.map_err(|e| e.to_string())?;
+                manager
+                    .validate(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = pool.add(conn); // no room: another caller filled the pool meanwhile
+                Ok::<(), String>(())
             };
-            conn.mark_broken();
-            PingReport::failed(error, started)
+            match actix_rt::time::timeout(timeout, checked).await {
+                Ok(Ok(())) => PingReport {
+                    ok: true,
+                    latency_ms: millis(started.elapsed()),
+                    error: None,
+                },
+                Ok(Err(error)) => PingReport::failed(error, started),
+                Err(_) => PingReport::failed(late(), started),
+            }
         }
     }
 
     /// Records a check's outcome: logs transitions, updates metrics and the backoff.
     fn record(&mut self, report: &PingReport, ctx: &mut Context<Self>) {
         let core = &mut self.core;
+        let took = Duration::from_secs_f64(report.latency_ms / 1000.0);
+        let started = Instant::now()
+            .checked_sub(took)
+            .unwrap_or_else(Instant::now);
+        core.pool
+            .breaker()
+            .observe_check(report.ok, report.error.as_deref(), started);
         let was_up = core.up;
         core.up = Some(report.ok);
         if report.ok {
@@ -273,7 +292,7 @@ pub fn describe_run<B: Backend>(
     error: &RunError<<B::Manager as ManageConnection>::Error>,
 ) -> String {
     match error {
-        RunError::User(error) => B::describe(error),
+        RunError::User(error) => error.to_string(),
         RunError::TimedOut => "timed out waiting for a connection".to_owned(),
     }
 }
@@ -335,7 +354,8 @@ impl<B: Backend> Handler<Crash> for StoreActor<B> {
     }
 }
 
-/// Everything a store child needs besides its backend.
+/// Everything a store actor needs besides its manager and backend.
+#[derive(Clone)]
 pub struct StoreSettings {
     /// The actor's pool.
     pub pool: PoolConfig,
@@ -343,6 +363,8 @@ pub struct StoreSettings {
     pub health: HealthConfig,
     /// Where it reports.
     pub metrics: Arc<Metrics>,
+    /// The store's breaker, shared by every actor on the same store.
+    pub breaker: Breaker,
 }
 
 /// Declares a store actor as a child of the stores tier: every start builds a fresh actor
@@ -356,14 +378,7 @@ pub fn store_child<B: Backend>(
     supervisor: &SupervisorConfig,
 ) -> ChildSpec {
     ChildSpec::new(name, Tier::Stores, supervisor, move || {
-        let actor = StoreActor::new(
-            name,
-            manager.clone(),
-            settings.pool,
-            settings.health,
-            Arc::clone(&settings.metrics),
-            backend(),
-        );
+        let actor = StoreActor::new(name, manager.clone(), &settings, backend());
         let (addr, running) = start_actor(actor);
         slot.set(addr);
         Ok(running)

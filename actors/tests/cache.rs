@@ -9,8 +9,10 @@ use futures::future::join_all;
 use futures::FutureExt;
 use steward_actors::cache::{Cache, CacheActor, CacheConfig, Delete, GetOrLoad, Loader};
 use steward_actors::managers::redis_manager;
-use steward_actors::store::HealthConfig;
-use steward_actors::{start_actor, Backoff, Metrics, PoolConfig, StoreActor};
+use steward_actors::store::{HealthConfig, StoreSettings};
+use steward_actors::{
+    start_actor, Backoff, Breaker, BreakerConfig, Deadline, Metrics, PoolConfig, StoreActor,
+};
 
 fn redis_url() -> String {
     std::env::var("STEWARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -40,7 +42,13 @@ fn cache(metrics: &Arc<Metrics>) -> (Addr<CacheActor>, String) {
     };
     let manager = redis_manager(&redis_url()).unwrap();
     let backend = Cache::new(prefix.clone(), config, metrics);
-    let actor = StoreActor::new("redis", manager, pool, health, Arc::clone(metrics), backend);
+    let settings = StoreSettings {
+        pool,
+        health,
+        metrics: Arc::clone(metrics),
+        breaker: Breaker::new("redis", BreakerConfig::default(), metrics),
+    };
+    let actor = StoreActor::new("redis", manager, &settings, backend);
     let (addr, _running) = start_actor(actor);
     (addr, prefix)
 }
@@ -78,6 +86,7 @@ async fn concurrent_misses_run_the_loader_once() {
             key: "hot".into(),
             ttl: Duration::from_secs(60),
             loader: slow_loader(&runs, b"value"),
+            deadline: Deadline::NONE,
         })
     });
     for answer in join_all(loads).await {
@@ -97,10 +106,14 @@ async fn a_delete_during_a_load_keeps_the_stale_value_out() {
         key: "acct".into(),
         ttl,
         loader: slow_loader(&runs, b"old"),
+        deadline: Deadline::NONE,
     });
     actix_rt::time::sleep(Duration::from_millis(30)).await;
     cache
-        .send(Delete { key: "acct".into() })
+        .send(Delete {
+            key: "acct".into(),
+            deadline: Deadline::NONE,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -110,6 +123,7 @@ async fn a_delete_during_a_load_keeps_the_stale_value_out() {
         key: "acct".into(),
         ttl,
         loader: slow_loader(&runs, b"new"),
+        deadline: Deadline::NONE,
     });
     assert_eq!(
         next.await.unwrap().unwrap().as_deref(),
@@ -133,6 +147,7 @@ async fn loaded_values_get_jittered_ttls() {
                 key: key.clone(),
                 ttl: Duration::from_secs(100),
                 loader,
+                deadline: Deadline::NONE,
             })
             .await
             .unwrap()

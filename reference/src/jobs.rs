@@ -54,7 +54,7 @@ impl Job for Reconcile {
     /// Ignored.
     type Payload = Value;
 
-    async fn run(ctx: Context, _: JobRun<Value>) -> Result<Value, JobError> {
+    async fn run(ctx: Context, job: JobRun<Value>) -> Result<Value, JobError> {
         let locks = ctx.locks().map_err(retryable)?;
         let acquire = Acquire {
             name: LockName::service("ledger.reconcile"),
@@ -81,6 +81,7 @@ impl Job for Reconcile {
                 name: "ledger_sums",
                 sql: "SELECT coalesce(sum(balance), 0)::numeric::text, coalesce(sum(initial_balance), 0)::numeric::text, count(*) FROM accounts",
                 params: Vec::new(),
+                deadline: job.deadline,
             };
         let outcome = match ctx.db() {
             Ok(db) => db
@@ -144,7 +145,7 @@ impl Job for PruneIdempotencyKeys {
     /// Ignored.
     type Payload = Value;
 
-    async fn run(ctx: Context, _: JobRun<Value>) -> Result<Value, JobError> {
+    async fn run(ctx: Context, job: JobRun<Value>) -> Result<Value, JobError> {
         let retention = ctx.config::<IdempotencyConfig>().retention.as_secs() as i64;
         let db = ctx.db().map_err(retryable)?;
         let mut deleted = 0i64;
@@ -159,6 +160,7 @@ impl Job for PruneIdempotencyKeys {
                             RETURNING 1)
                           SELECT count(*) FROM gone",
                 params: vec![Box::new(retention), Box::new(PRUNE_BATCH)],
+                deadline: job.deadline,
             };
             let rows = db
                 .send(prune)
@@ -215,6 +217,7 @@ impl Job for Statement {
                       WHERE (from_account = $1 OR to_account = $1)
                         AND created_at >= $2::text::timestamptz AND created_at < $3::text::timestamptz",
                 params,
+                deadline: job.deadline,
             };
         let db = ctx.db().map_err(retryable)?;
         let rows = db
@@ -244,6 +247,7 @@ impl Job for Statement {
             key,
             value: statement.to_string().into_bytes(),
             ttl,
+            deadline: job.deadline,
         };
         cache
             .send(set)
@@ -315,7 +319,13 @@ mod test_kinds {
             // that timed out but landed is written again with the same value, so a slow
             // cache (a loaded test machine) neither fails the attempt — which would run
             // the whole job again — nor counts one completion twice.
-            let seen = persist(|| cache.send(Get { key: key.clone() })).await?;
+            let seen = persist(|| {
+                cache.send(Get {
+                    key: key.clone(),
+                    deadline: job.deadline,
+                })
+            })
+            .await?;
             let count = seen
                 .and_then(|v| String::from_utf8(v).ok())
                 .and_then(|v| v.parse::<u64>().ok())
@@ -327,6 +337,7 @@ mod test_kinds {
                     key: key.clone(),
                     value: value.clone(),
                     ttl: Duration::from_secs(600),
+                    deadline: job.deadline,
                 })
             })
             .await?;

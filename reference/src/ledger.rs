@@ -7,11 +7,29 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use steward::actors::db::{pg_error, tx_work, DbActor, Param, Query, Transact};
 use steward::actors::StoreError;
-use steward::ErrorCode;
+use steward::{Context, Deadline, ErrorCode};
 use tokio_postgres::types::Type;
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
 use crate::errors;
+
+/// The database actor and the deadline of the request (or job) the ledger works for: every
+/// statement it sends carries the deadline.
+#[derive(Clone)]
+pub struct Ledger {
+    actor: Addr<DbActor>,
+    deadline: Deadline,
+}
+
+impl Ledger {
+    /// The ledger of the service's database, working within `deadline`.
+    pub fn new(ctx: &Context, deadline: Deadline) -> Result<Self, StoreError> {
+        Ok(Self {
+            actor: ctx.db()?,
+            deadline,
+        })
+    }
+}
 
 /// An account of the reference ledger, as the API shows (and the cache keeps) it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -68,17 +86,25 @@ impl Transfer {
 }
 
 async fn query(
-    db: &Addr<DbActor>,
+    db: &Ledger,
     name: &'static str,
     sql: &'static str,
     params: Vec<Param>,
 ) -> Result<Vec<Row>, StoreError> {
-    db.send(Query { name, sql, params }).await?
+    let deadline = db.deadline;
+    db.actor
+        .send(Query {
+            name,
+            sql,
+            params,
+            deadline,
+        })
+        .await?
 }
 
 /// Opens an account with `initial_balance` as its balance.
 pub async fn create_account(
-    db: &Addr<DbActor>,
+    db: &Ledger,
     name: String,
     initial_balance: i64,
 ) -> Result<Account, StoreError> {
@@ -95,18 +121,14 @@ pub async fn create_account(
 }
 
 /// The account `id`, read from PostgreSQL; `None` when there is none.
-pub async fn account(db: &Addr<DbActor>, id: i64) -> Result<Option<Account>, StoreError> {
+pub async fn account(db: &Ledger, id: i64) -> Result<Option<Account>, StoreError> {
     let rows = query(db, "account_by_id", sql::ACCOUNT_BY_ID, vec![Box::new(id)]).await?;
     Ok(rows.first().map(Account::from_row))
 }
 
 /// Accounts in id order after id `after`: `limit` of them, and one more when there are more
 /// (which tells the caller a next page exists).
-pub async fn accounts(
-    db: &Addr<DbActor>,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<Account>, StoreError> {
+pub async fn accounts(db: &Ledger, after: i64, limit: i64) -> Result<Vec<Account>, StoreError> {
     let rows = query(
         db,
         "account_list",
@@ -120,7 +142,7 @@ pub async fn accounts(
 /// An account's transfers (either direction), newest first, before id `before`: `limit` of
 /// them and one more when there are more; `None` when the account does not exist.
 pub async fn transfers_of(
-    db: &Addr<DbActor>,
+    db: &Ledger,
     account_id: i64,
     before: i64,
     limit: i64,
@@ -184,7 +206,7 @@ pub enum TransferRefusal {
 /// miss the lookup; the second one's insert of the key fails, its transaction rolls back, and
 /// it replays the first one's answer.
 pub async fn transfer(
-    db: &Addr<DbActor>,
+    db: &Ledger,
     key: String,
     request: TransferRequest,
 ) -> Result<TransferAnswer, TransferRefusal> {
@@ -197,10 +219,12 @@ pub async fn transfer(
         async move { transfer_in(tx, &key, request).await }.boxed_local()
     });
     let outcome = db
+        .actor
         .send(Transact {
             name: "transfer",
             isolation: IsolationLevel::Serializable,
             work,
+            deadline: db.deadline,
         })
         .await
         .map_err(|e| TransferRefusal::Store(e.into()))?;
@@ -221,7 +245,7 @@ pub async fn transfer(
 
 /// The answer stored for `key`, if any; a key stored for another request is refused.
 async fn stored_answer(
-    db: &Addr<DbActor>,
+    db: &Ledger,
     key: &str,
     request: TransferRequest,
 ) -> Result<Option<TransferAnswer>, TransferRefusal> {

@@ -17,7 +17,7 @@ use steward_actors::db::DbConfig;
 use steward_actors::jobs::WorkerConfig;
 use steward_actors::ratelimit::Policy;
 use steward_actors::store::HealthConfig;
-use steward_actors::{Backoff, PoolConfig, ShutdownPlan, SupervisorConfig};
+use steward_actors::{Backoff, BreakerConfig, PoolConfig, ShutdownPlan, SupervisorConfig};
 
 pub(crate) use load::redact_url;
 pub use load::{load, Loaded, Origin, Schema, Sources, STEWARD_DEFAULTS};
@@ -58,6 +58,58 @@ pub struct Settings {
     pub supervisor: SupervisorConfig,
     /// `[shutdown]`: the phases' deadlines.
     pub shutdown: ShutdownSettings,
+    /// `[breaker]`: when a store's circuit breaker opens, and for how long.
+    pub breaker: BreakerConfig,
+    /// `[shedding]`: the edge's adaptive concurrency limit.
+    pub shedding: SheddingSettings,
+    /// `[deadlines]`: how long a request may take, by path prefix.
+    pub deadlines: DeadlineSettings,
+}
+
+/// `[shedding]`; every key is described in `config/default.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SheddingSettings {
+    /// `false` admits every request.
+    pub enabled: bool,
+    /// The limit each route pattern starts with.
+    pub initial_limit: usize,
+    /// The limit never goes below this.
+    pub min_limit: usize,
+    /// ... nor above this.
+    pub max_limit: usize,
+    /// How many times its no-load latency a route may take before its limit shrinks ...
+    pub tolerance: f64,
+    /// ... plus this much.
+    #[serde(with = "steward_actors::duration")]
+    pub buffer: Duration,
+    /// How often a route's limit is recomputed (with at least 10 requests seen).
+    #[serde(with = "steward_actors::duration")]
+    pub window: Duration,
+    /// Path prefixes never shed, besides steward's own routes (health, metrics, admin).
+    pub exempt: Vec<String>,
+}
+
+/// `[deadlines]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineSettings {
+    /// The deadline of a request no prefix names; "0s" for none.
+    #[serde(with = "steward_actors::duration")]
+    pub default: Duration,
+    /// Deadlines by path prefix; the longest matching prefix wins.
+    pub routes: Vec<RouteDeadline>,
+}
+
+/// One `[[deadlines.routes]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDeadline {
+    /// A path prefix, like `/v1/transfers`.
+    pub prefix: String,
+    /// How long requests under it may take.
+    #[serde(with = "steward_actors::duration")]
+    pub timeout: Duration,
 }
 
 /// `[server]`; every key is described in `config/default.toml`.

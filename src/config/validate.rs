@@ -92,9 +92,9 @@ pub(super) fn validate(
             "none: rate limits are kept in Redis, which this service does not use".into(),
         ));
     }
-    let sections: [Section; 13] = [
+    let sections: [Section; 16] = [
         server, redis, postgres, cache, locks, ratelimit, workers, admin, metrics, log, health,
-        supervisor, shutdown,
+        supervisor, shutdown, breaker, shedding, deadlines,
     ];
     sections
         .iter()
@@ -473,6 +473,80 @@ fn shutdown(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
             (check.origin)("shutdown.orchestrator_grace")
         );
         return Err(check.fail("shutdown.timeout", &shown(shutdown.timeout), expected));
+    }
+    Ok(())
+}
+
+/// `[breaker]`.
+fn breaker(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
+    let breaker = &settings.breaker;
+    let failures = breaker.consecutive_failures as usize;
+    check.within("breaker.consecutive_failures", failures, 1, 1_000)?;
+    if !(breaker.failure_ratio > 0.0 && breaker.failure_ratio <= 1.0) {
+        let value = breaker.failure_ratio;
+        let expected = "a share of calls above 0 and at most 1".to_owned();
+        return Err(check.fail("breaker.failure_ratio", &value, expected));
+    }
+    check.within(
+        "breaker.min_calls",
+        breaker.min_calls as usize,
+        1,
+        1_000_000,
+    )?;
+    check.lasting("breaker.window", breaker.window, SECOND, HOUR)?;
+    check.lasting("breaker.open_for", breaker.open_for, MS, HOUR)?;
+    check.lasting(
+        "breaker.max_open_for",
+        breaker.max_open_for,
+        breaker.open_for,
+        HOUR,
+    )
+}
+
+/// `[shedding]`.
+fn shedding(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
+    let shedding = &settings.shedding;
+    check.within("shedding.min_limit", shedding.min_limit, 1, 100_000)?;
+    check.within(
+        "shedding.max_limit",
+        shedding.max_limit,
+        shedding.min_limit,
+        100_000,
+    )?;
+    check.within(
+        "shedding.initial_limit",
+        shedding.initial_limit,
+        shedding.min_limit,
+        shedding.max_limit,
+    )?;
+    if !(1.0..=100.0).contains(&shedding.tolerance) {
+        let expected = "a factor from 1 to 100".to_owned();
+        return Err(check.fail("shedding.tolerance", &shedding.tolerance, expected));
+    }
+    check.lasting("shedding.buffer", shedding.buffer, Duration::ZERO, MINUTE)?;
+    check.lasting("shedding.window", shedding.window, MS, MINUTE)?;
+    for prefix in &shedding.exempt {
+        if !prefix.starts_with('/') {
+            let expected = "path prefixes starting with '/'".to_owned();
+            return Err(check.fail("shedding.exempt", &format!("{prefix:?}"), expected));
+        }
+    }
+    Ok(())
+}
+
+/// `[deadlines]`.
+fn deadlines(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
+    let deadlines = &settings.deadlines;
+    check.lasting("deadlines.default", deadlines.default, Duration::ZERO, HOUR)?;
+    for route in &deadlines.routes {
+        if !route.prefix.starts_with('/') {
+            let expected = "route prefixes starting with '/'".to_owned();
+            return Err(check.fail("deadlines.routes", &format!("{:?}", route.prefix), expected));
+        }
+        if !(MS..=HOUR).contains(&route.timeout) {
+            let expected = format!("prefix {:?}: a timeout from 1ms to 1h", route.prefix);
+            return Err(check.fail("deadlines.routes", &shown(route.timeout), expected));
+        }
     }
     Ok(())
 }

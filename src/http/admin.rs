@@ -17,6 +17,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use steward_actors::breaker::{Breaker, BreakerReport};
 use steward_actors::supervisor::{ChildInfo, ListChildren};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
@@ -174,9 +175,12 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
 #[derive(Serialize, ToSchema)]
 pub struct Children {
     children: Vec<ChildInfo>,
+    /// Each store's circuit breaker.
+    breakers: Vec<BreakerReport>,
 }
 
-/// `GET /admin/actors`: every supervised child with its state, restarts and last error.
+/// `GET /admin/actors`: every supervised child with its state, restarts and last error, and
+/// each store's circuit breaker.
 #[utoipa::path(
     get,
     path = "/admin/actors",
@@ -194,7 +198,8 @@ pub async fn actors(_: Admin, state: web::Data<EdgeState>) -> Result<HttpRespons
             .retry_after(1)
             .with_cause(e.to_string())
     })?;
-    Ok(HttpResponse::Ok().json(Children { children }))
+    let breakers = state.breakers.iter().map(Breaker::report).collect();
+    Ok(HttpResponse::Ok().json(Children { children, breakers }))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]

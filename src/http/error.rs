@@ -233,9 +233,21 @@ pub mod codes {
         ErrorCode::new(503, "shutting_down", "this instance is shutting down");
     /// `/health/ready` with a critical check failing or a child degraded.
     pub const NOT_READY: ErrorCode = ErrorCode::new(503, "not_ready", "not ready");
-    /// A store did not answer in time.
-    pub const TIMEOUT: ErrorCode =
-        ErrorCode::new(504, "timeout", "a backing store did not answer in time");
+    /// The route is at its concurrency limit: the request was refused before any work.
+    pub const OVERLOADED: ErrorCode =
+        ErrorCode::new(503, "overloaded", "this route is at capacity; retry later");
+    /// A `Request-Timeout` header that is not a number of milliseconds.
+    pub const INVALID_REQUEST_TIMEOUT: ErrorCode = ErrorCode::new(
+        400,
+        "invalid_request_timeout",
+        "Request-Timeout is a whole number of milliseconds, at least 1",
+    );
+    /// A store did not answer in time, or the request's deadline passed.
+    pub const TIMEOUT: ErrorCode = ErrorCode::new(
+        504,
+        "timeout",
+        "a backing store did not answer in time, or the request's deadline passed",
+    );
 
     /// Every code above.
     pub const ALL: &[ErrorCode] = &[
@@ -268,6 +280,8 @@ pub mod codes {
         RATE_LIMITER_UNAVAILABLE,
         SHUTTING_DOWN,
         NOT_READY,
+        OVERLOADED,
+        INVALID_REQUEST_TIMEOUT,
         TIMEOUT,
     ];
 }
@@ -396,6 +410,23 @@ impl From<StoreError> for ApiError {
                 .retry_after(1)
                 .with_cause(cause),
             StoreError::Timeout => ApiError::from(codes::TIMEOUT).retry_after(1),
+            StoreError::PoolTimeout => ApiError::new(
+                codes::TIMEOUT,
+                "every connection to a backing store was busy; retry later",
+            )
+            .retry_after(1),
+            StoreError::DeadlineExceeded => ApiError::new(
+                codes::TIMEOUT,
+                "the request's deadline passed before a backing store answered",
+            ),
+            StoreError::BreakerOpen {
+                store,
+                retry_in,
+                cause,
+            } => ApiError::from(codes::UNAVAILABLE)
+                // Whole seconds, rounded up: a client retrying sooner would only be refused.
+                .retry_after(retry_in.as_millis().div_ceil(1000).max(1) as u64)
+                .with_cause(format!("breaker of store {store} open: {cause}")),
             StoreError::Conflict(message) => ApiError::new(codes::CONFLICT, message),
             StoreError::NotFound => ApiError::from(codes::NOT_FOUND),
             StoreError::Invalid(message) => ApiError::new(codes::INVALID, message),

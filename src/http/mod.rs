@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 pub mod client;
+pub mod deadline;
 mod drain;
 pub mod error;
 mod head;
@@ -15,6 +16,7 @@ pub mod pagination;
 mod ratelimit;
 pub mod request_id;
 mod security;
+pub(crate) mod shed;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 
@@ -44,6 +46,7 @@ pub fn server(
     service_routes: Vec<Routes>,
 ) -> std::io::Result<Server> {
     let (admin_enabled, metrics_route) = (edge.admin_token.is_some(), edge.metrics_route);
+    let (shedder, deadlines) = (edge.shedder.clone(), std::sync::Arc::clone(&edge.deadlines));
     let edge = web::Data::new(edge);
     let admin_throttle = web::Data::new(admin::AuthThrottle::default());
     let limits = settings.clone();
@@ -77,6 +80,16 @@ pub fn server(
             .wrap(from_fn(head::head_as_get))
             .wrap(from_fn(move |req, next| {
                 limits::request_limits(request_limits, req, next)
+            }))
+            .wrap(from_fn({
+                let deadlines = deadlines.clone();
+                move |req, next| deadline::deadline(deadlines.clone(), req, next)
+            }))
+            // Before the deadline starts and before anything else costs: a shed request is
+            // answered (in the envelope, counted and logged) and nothing more.
+            .wrap(from_fn({
+                let shedder = shedder.clone();
+                move |req, next| shed::shed(shedder.clone(), req, next)
             }))
             .wrap(from_fn(error::envelope))
             .wrap(from_fn(security::security_headers))
@@ -138,5 +151,6 @@ fn routes(cfg: &mut web::ServiceConfig, admin_enabled: bool, metrics: MetricsRou
     #[cfg(feature = "test-hooks")]
     cfg.service(web::resource("/test/slow").route(web::get().to(test_hooks::slow)))
         .service(web::resource("/test/db-sleep").route(web::get().to(test_hooks::db_sleep)))
+        .service(web::resource("/test/db-hold").route(web::get().to(test_hooks::db_hold)))
         .service(web::resource("/test/crash/{store}").route(web::post().to(test_hooks::crash)));
 }

@@ -32,6 +32,9 @@ pub struct JobContext {
     pub attempt: u32,
     /// The store actors, to reach Redis and PostgreSQL.
     pub stores: Stores,
+    /// The end of this run (`workers.job_timeout` from its start): pass it in the store
+    /// messages, so no store call outlives the run that made it.
+    pub deadline: crate::deadline::Deadline,
 }
 
 /// Why a job failed, which decides whether it runs again.

@@ -19,6 +19,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use serde::Serialize;
 
 use super::WorkerConfig;
+use crate::deadline::Deadline;
 use crate::error::StoreError;
 use crate::redis_conn::{LuaScript, RedisPool, SharedConnection, ToRedisArgsDyn};
 
@@ -268,7 +269,9 @@ impl Queue {
         keys: &[&str],
         args: &[&dyn ToRedisArgsDyn],
     ) -> Result<T, StoreError> {
-        self.conn.eval(&self.pool, script, keys, args).await
+        self.conn
+            .eval(&self.pool, script, keys, args, Deadline::NONE)
+            .await
     }
 
     /// Creates the consumer group (and the stream) if they do not exist yet. The group starts
@@ -280,7 +283,7 @@ impl Queue {
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM");
-        match self.conn.run::<()>(&self.pool, &cmd).await {
+        match self.conn.run::<()>(&self.pool, &cmd, Deadline::NONE).await {
             Err(StoreError::Internal(error)) if error.contains("BUSYGROUP") => Ok(()),
             other => other,
         }
@@ -331,7 +334,8 @@ impl Queue {
             .arg("STREAMS")
             .arg(&self.stream)
             .arg(">");
-        let reply: Option<StreamReadReply> = self.conn.run(&self.pool, &cmd).await?;
+        let reply: Option<StreamReadReply> =
+            self.conn.run(&self.pool, &cmd, Deadline::NONE).await?;
         Ok(reply
             .into_iter()
             .flat_map(|r| r.keys)
@@ -355,7 +359,7 @@ impl Queue {
             .arg("0-0")
             .arg("COUNT")
             .arg(count);
-        let reply: StreamAutoClaimReply = self.conn.run(&self.pool, &cmd).await?;
+        let reply: StreamAutoClaimReply = self.conn.run(&self.pool, &cmd, Deadline::NONE).await?;
         Ok(reply.claimed.into_iter().filter_map(delivery).collect())
     }
 
@@ -368,7 +372,7 @@ impl Queue {
             cmd.arg(entry);
         }
         cmd.arg("JUSTID");
-        let _: Vec<String> = self.conn.run(&self.pool, &cmd).await?;
+        let _: Vec<String> = self.conn.run(&self.pool, &cmd, Deadline::NONE).await?;
         Ok(())
     }
 
@@ -432,7 +436,8 @@ impl Queue {
     pub async fn status(&self, id: &str) -> Result<Option<JobStatus>, StoreError> {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.job_key(id));
-        let fields: HashMap<String, String> = self.conn.run(&self.pool, &cmd).await?;
+        let fields: HashMap<String, String> =
+            self.conn.run(&self.pool, &cmd, Deadline::NONE).await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -472,7 +477,8 @@ impl Queue {
             .arg("+")
             .arg("COUNT")
             .arg(limit);
-        let entries: redis::streams::StreamRangeReply = self.conn.run(&self.pool, &cmd).await?;
+        let entries: redis::streams::StreamRangeReply =
+            self.conn.run(&self.pool, &cmd, Deadline::NONE).await?;
         Ok(entries
             .ids
             .into_iter()
@@ -516,11 +522,11 @@ impl Queue {
     pub async fn depth(&self) -> Result<(u64, u64), StoreError> {
         let mut len = redis::cmd("XLEN");
         len.arg(&self.stream);
-        let depth: u64 = self.conn.run(&self.pool, &len).await?;
+        let depth: u64 = self.conn.run(&self.pool, &len, Deadline::NONE).await?;
         let mut pending = redis::cmd("XPENDING");
         pending.arg(&self.stream).arg(GROUP);
         let summary: (u64, Option<String>, Option<String>, redis::Value) =
-            self.conn.run(&self.pool, &pending).await?;
+            self.conn.run(&self.pool, &pending, Deadline::NONE).await?;
         Ok((depth, summary.0))
     }
 }

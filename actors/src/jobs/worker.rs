@@ -12,7 +12,9 @@ use bb8_redis::RedisConnectionManager;
 
 use super::queue::{Delivery, NewJob, Outcome, Queue};
 use super::{DeadJob, JobContext, JobError, JobStatus, Registry, WorkerConfig};
+use crate::breaker::Breaker;
 use crate::child::{start_actor, Stop};
+use crate::deadline::Deadline;
 use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::pool::build_pool;
@@ -193,6 +195,7 @@ impl JobWorker {
                         payload: job.payload,
                         attempt: job.attempt,
                         stores,
+                        deadline: Deadline::after(config.job_timeout),
                     };
                     let ran =
                         actix_rt::time::timeout(config.job_timeout, handler.run(context)).await;
@@ -450,6 +453,8 @@ pub struct WorkerSettings {
     pub manager: RedisConnectionManager,
     /// The worker's pool.
     pub pool: PoolConfig,
+    /// The Redis breaker, shared with the Redis store actors.
+    pub breaker: Breaker,
     /// The handlers, by kind, and the scheduled kinds.
     pub registry: Registry,
     /// Handed to every handler.
@@ -468,7 +473,11 @@ pub fn job_worker_child(
 ) -> ChildSpec {
     let name = format!("jobs:{}", settings.config.queue);
     ChildSpec::new(name, Tier::Workers, supervisor, move || {
-        let pool = build_pool(settings.manager.clone(), &settings.pool);
+        let pool = build_pool(
+            settings.manager.clone(),
+            &settings.pool,
+            settings.breaker.clone(),
+        );
         let queue = Queue::new(&settings.prefix, &settings.config, pool);
         let worker = JobWorker {
             queue: Rc::new(queue),

@@ -1,12 +1,10 @@
 //! `/v1/accounts`: the ledger's accounts, read through the cache.
 
-use actix::Addr;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::FutureExt;
 use serde::Deserialize;
 use steward::actors::cache::{GetOrLoad, Loader};
-use steward::actors::db::DbActor;
 use steward::actors::StoreError;
 use utoipa::ToSchema;
 
@@ -15,10 +13,10 @@ use steward::ApiError;
 
 use crate::config::AccountsConfig;
 use crate::errors;
-use crate::ledger::{self, Account, Transfer};
+use crate::ledger::{self, Account, Ledger, Transfer};
 use crate::openapi::AccountId;
 use steward::http::pagination::{encode, Page, PageQuery};
-use steward::Context;
+use steward::{Context, RequestDeadline};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +53,11 @@ fn not_found(id: i64) -> ApiError {
         (status = 422, description = "Well-formed JSON with invalid values", body = ErrorEnvelope),
     )
 )]
-pub async fn create(ctx: Context, body: web::Json<NewAccount>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    ctx: Context,
+    deadline: RequestDeadline,
+    body: web::Json<NewAccount>,
+) -> Result<HttpResponse, ApiError> {
     let NewAccount {
         name,
         initial_balance,
@@ -67,14 +69,15 @@ pub async fn create(ctx: Context, body: web::Json<NewAccount>) -> Result<HttpRes
     if initial_balance < 0 {
         return Err(errors::INVALID_BALANCE.into());
     }
-    let account = ledger::create_account(&ctx.db()?, name, initial_balance).await?;
+    let ledger = Ledger::new(&ctx, *deadline)?;
+    let account = ledger::create_account(&ledger, name, initial_balance).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/accounts/{}", account.id)))
         .json(account))
 }
 
 /// The account as the JSON the API answers with; `None` when it does not exist.
-async fn load(db: &Addr<DbActor>, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+async fn load(db: &Ledger, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
     let account = ledger::account(db, id).await?;
     account
         .map(|a| serde_json::to_vec(&a).map_err(|e| StoreError::Internal(e.to_string())))
@@ -96,10 +99,11 @@ async fn load(db: &Addr<DbActor>, id: i64) -> Result<Option<Vec<u8>>, StoreError
 pub async fn get(
     ctx: Context,
     id: web::Path<i64>,
+    deadline: RequestDeadline,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let db = ctx.db()?;
+    let db = Ledger::new(&ctx, *deadline)?;
     let bypass = req
         .headers()
         .get(header::CACHE_CONTROL)
@@ -119,6 +123,7 @@ pub async fn get(
                     key: cache_key(id),
                     ttl,
                     loader,
+                    deadline: *deadline,
                 })
                 .await
                 .ok()
@@ -145,9 +150,14 @@ pub async fn get(
     params(PageQuery),
     responses((status = 200, description = "Accounts by id", body = Page<Account>))
 )]
-pub async fn list(ctx: Context, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    ctx: Context,
+    deadline: RequestDeadline,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
-    let found = ledger::accounts(&ctx.db()?, page.after.unwrap_or(0), page.limit).await?;
+    let ledger = Ledger::new(&ctx, *deadline)?;
+    let found = ledger::accounts(&ledger, page.after.unwrap_or(0), page.limit).await?;
     Ok(HttpResponse::Ok().json(Page::keyset(found, page.limit as usize, |a| encode(a.id))))
 }
 
@@ -165,12 +175,14 @@ pub async fn list(ctx: Context, query: web::Query<PageQuery>) -> Result<HttpResp
 pub async fn transfers(
     ctx: Context,
     id: web::Path<i64>,
+    deadline: RequestDeadline,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let page = query.parse()?;
     let before = page.after.unwrap_or(i64::MAX);
-    let found = ledger::transfers_of(&ctx.db()?, id, before, page.limit)
+    let ledger = Ledger::new(&ctx, *deadline)?;
+    let found = ledger::transfers_of(&ledger, id, before, page.limit)
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok(HttpResponse::Ok().json(Page::keyset(found, page.limit as usize, |t| encode(t.id))))

@@ -13,7 +13,7 @@ use steward::ApiError;
 use crate::config::KvConfig;
 use crate::errors;
 use crate::openapi::Key;
-use steward::Context;
+use steward::{Context, RequestDeadline};
 
 /// The longest TTL a client may ask for: 30 days.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -57,6 +57,7 @@ pub struct PutQuery {
 )]
 pub async fn put(
     ctx: Context,
+    deadline: RequestDeadline,
     key: web::Path<String>,
     query: web::Query<PutQuery>,
     body: web::Bytes,
@@ -84,6 +85,7 @@ pub async fn put(
         key: cache_key(&key),
         value: body.to_vec(),
         ttl,
+        deadline: *deadline,
     };
     ctx.cache()?.send(set).await??;
     Ok(HttpResponse::NoContent().finish())
@@ -100,12 +102,17 @@ pub async fn put(
         (status = 404, description = "No value under this key", body = ErrorEnvelope),
     )
 )]
-pub async fn get(ctx: Context, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    ctx: Context,
+    deadline: RequestDeadline,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     valid_key(&key)?;
     let value = ctx
         .cache()?
         .send(Get {
             key: cache_key(&key),
+            deadline: *deadline,
         })
         .await??;
     value_response(value)
@@ -129,11 +136,16 @@ pub fn value_response(value: Option<Vec<u8>>) -> Result<HttpResponse, ApiError> 
     params(Key),
     responses((status = 204, description = "Gone, whether or not it existed"))
 )]
-pub async fn delete(ctx: Context, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    ctx: Context,
+    deadline: RequestDeadline,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     valid_key(&key)?;
     ctx.cache()?
         .send(Delete {
             key: cache_key(&key),
+            deadline: *deadline,
         })
         .await??;
     Ok(HttpResponse::NoContent().finish())

@@ -10,9 +10,9 @@ use steward::http::error::ErrorEnvelope;
 use steward::ApiError;
 
 use crate::errors;
-use crate::ledger::{self, Transfer, TransferAnswer, TransferRefusal, TransferRequest};
+use crate::ledger::{self, Ledger, Transfer, TransferAnswer, TransferRefusal, TransferRequest};
 use steward::http::idempotency;
-use steward::Context;
+use steward::{Context, Deadline, RequestDeadline};
 
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -34,6 +34,7 @@ const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 )]
 pub async fn create(
     ctx: Context,
+    deadline: RequestDeadline,
     req: HttpRequest,
     body: web::Json<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -46,7 +47,7 @@ pub async fn create(
     if request.from == request.to {
         return Err(errors::SAME_ACCOUNT.into());
     }
-    let answer = match ledger::transfer(&ctx.db()?, key, request).await {
+    let answer = match ledger::transfer(&Ledger::new(&ctx, *deadline)?, key, request).await {
         Ok(answer) => answer,
         Err(TransferRefusal::KeyReused) => return Err(errors::IDEMPOTENCY_KEY_REUSED.into()),
         Err(TransferRefusal::Store(error)) => return Err(error.into()),
@@ -58,11 +59,18 @@ pub async fn create(
 }
 
 /// Deletes the cached accounts after the commit. A failure leaves at most an entry that
-/// expires with `accounts.cache_ttl`; the transfer itself stands.
+/// expires with `accounts.cache_ttl`; the transfer itself stands. Not bounded by the request's
+/// deadline: the money has moved, and the cache must hear of it even if the client has gone.
 async fn invalidate(ctx: &Context, ids: [i64; 2]) {
     let Ok(cache) = ctx.cache() else { return };
     for id in ids {
-        let outcome = match cache.send(Delete { key: cache_key(id) }).await {
+        let outcome = match cache
+            .send(Delete {
+                key: cache_key(id),
+                deadline: Deadline::NONE,
+            })
+            .await
+        {
             Ok(outcome) => outcome,
             Err(mailbox) => Err(mailbox.into()),
         };

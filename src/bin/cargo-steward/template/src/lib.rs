@@ -39,8 +39,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 pub const INVALID_NAME: ErrorCode =
     ErrorCode::new(422, "invalid_name", "a name is 1 to 64 bytes of UTF-8");
 
-/// `POST /v1/greetings/{name}`: counts the greeting in PostgreSQL and answers it.
-async fn greet(ctx: Context, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// `POST /v1/greetings/{name}`: counts the greeting in PostgreSQL and answers it. The
+/// statement carries the request's deadline (`[deadlines]`, or a client's `Request-Timeout`).
+async fn greet(
+    ctx: Context,
+    deadline: RequestDeadline,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
     if name.is_empty() || name.len() > 64 {
         return Err(ApiError::from(INVALID_NAME));
@@ -50,6 +55,7 @@ async fn greet(ctx: Context, name: web::Path<String>) -> Result<HttpResponse, Ap
         sql: "INSERT INTO greetings (name, count) VALUES ($1, 1) \
               ON CONFLICT (name) DO UPDATE SET count = greetings.count + 1 RETURNING count",
         params: vec![Box::new(name.clone())],
+        deadline: *deadline,
     };
     let rows = ctx.db()?.send(counted).await??;
     let count: i64 = rows.first().map_or(0, |row| row.get(0));
