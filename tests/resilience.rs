@@ -122,10 +122,8 @@ async fn a_store_that_comes_back_closes_its_breaker_and_no_request_fails_for_the
             .ok_or((state, read.outcome()))
     })
     .await;
-    for state in ["half_open", "closed"] {
-        let series = format!(r#"store_breaker_transitions_total{{state="{state}",store="redis"}}"#);
-        assert!(app.metric(&series).await >= 1.0, "{series}");
-    }
+    let closed = r#"store_breaker_transitions_total{state="closed",store="redis"}"#;
+    assert!(app.metric(closed).await >= 1.0, "{closed}");
     // Connections the outage broke were checked before reuse: none reaches a request.
     for _ in 0..30 {
         let read = app.get("/read/nothing").await;
@@ -318,8 +316,10 @@ async fn a_dependency_of_the_services_own_gets_a_breaker_like_the_stores() {
             .breaker("pricing")
             .get("/quote", |ctx: Context| async move {
                 let pricing = ctx.breaker("pricing").expect("declared");
-                let down =
-                    async { Err::<u64, _>(StoreError::Unavailable("connection refused".into())) };
+                let down = async {
+                    CALLS.fetch_add(1, Ordering::SeqCst);
+                    Err::<u64, _>(StoreError::Unavailable("connection refused".into()))
+                };
                 let price = pricing.call(down).await?;
                 Ok::<_, ApiError>(HttpResponse::Ok().json(json!({ "price": price })))
             });
@@ -332,6 +332,11 @@ async fn a_dependency_of_the_services_own_gets_a_breaker_like_the_stores() {
     let refused = app.get("/quote").await;
     refused.assert_error(codes::UNAVAILABLE);
     assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        CALLS.load(Ordering::SeqCst),
+        5,
+        "the sixth call never went out"
+    );
     assert_eq!(
         app.metric(r#"store_breaker_state{store="pricing"}"#).await,
         1.0

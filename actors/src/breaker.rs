@@ -108,7 +108,7 @@ pub struct BreakerReport {
 /// fail at once with [`StoreError::BreakerOpen`] (503 with `Retry-After`). After `open_for`
 /// one call goes through as a probe (half-open): its success closes the breaker, its failure
 /// opens it again for twice as long. The store actor's own health checks feed it too: a failed
-/// check opens it at once, a successful one lets the probe through early.
+/// check opens it at once, a successful one closes it.
 ///
 /// Only `Unavailable` and `Timeout` count as failures: a conflict or a missing row is the
 /// store answering, `DeadlineExceeded` is the caller's budget and `PoolTimeout` the caller's
@@ -153,7 +153,8 @@ struct State {
     failures: u32,
     last_error: Option<String>,
     trips: u32,
-    /// When a call last succeeded: a health check that started before it brings old news.
+    /// When a call or a health check last succeeded: a failed check that started before it
+    /// brings old news.
     last_success: Option<Instant>,
 }
 
@@ -250,7 +251,7 @@ impl Breaker {
             Phase::Closed => false,
             Phase::Open { until } if now < until => return Err(self.refusal(&state, until - now)),
             Phase::Open { .. } | Phase::HalfOpen { probing: false } => {
-                self.enter(&mut state, Phase::HalfOpen { probing: true });
+                self.enter(&mut state, Phase::HalfOpen { probing: true }, "");
                 true
             }
             Phase::HalfOpen { probing: true } => {
@@ -327,14 +328,18 @@ impl Breaker {
 
     /// The outcome of a health check that started at `started`. A failed check opens the
     /// breaker at once (the store actor knows the store is down; no request need find out
-    /// again) and advances the generation; a successful one while open lets the next call
-    /// through as the probe. A failed check that started before a call succeeded is old news
-    /// (several actors check one store, each on its own schedule) and changes nothing.
+    /// again) and advances the generation; a successful one closes it (the check is a probe
+    /// that went all the way to the store, and readiness turns ready on the same answer, so no
+    /// request is refused once the instance says it is ready). A failed check that started before a call or another check
+    /// succeeded is old news (several actors check one store, each on its own schedule) and
+    /// changes nothing.
     pub fn observe_check(&self, ok: bool, error: Option<&str>, started: Instant) {
         let mut state = self.lock();
         if ok {
-            if let Phase::Open { .. } = state.phase {
-                self.enter(&mut state, Phase::HalfOpen { probing: false });
+            state.last_success = Some(Instant::now());
+            if !matches!(state.phase, Phase::Closed) {
+                state.trips = 0;
+                self.enter(&mut state, Phase::Closed, "a health check succeeded");
             }
             return;
         }
@@ -355,7 +360,7 @@ impl Breaker {
         state.consecutive = 0;
         if let Phase::HalfOpen { .. } = state.phase {
             state.trips = 0;
-            self.enter(&mut state, Phase::Closed);
+            self.enter(&mut state, Phase::Closed, "the probe succeeded");
         }
     }
 
@@ -428,11 +433,12 @@ impl Breaker {
             Phase::Open {
                 until: Instant::now() + open_for,
             },
+            "",
         );
         self.0.opened.notify_waiters();
     }
 
-    fn enter(&self, state: &mut State, phase: Phase) {
+    fn enter(&self, state: &mut State, phase: Phase, why: &str) {
         let (from, to) = (state.phase.state(), phase.state());
         state.phase = phase;
         if from == to {
@@ -440,7 +446,7 @@ impl Breaker {
         }
         match to {
             BreakerState::Closed => {
-                log::info!(target: "steward::breaker", "breaker of store {} closed: the probe succeeded", self.0.store)
+                log::info!(target: "steward::breaker", "breaker of store {} closed: {why}", self.0.store)
             }
             BreakerState::HalfOpen => {
                 log::info!(target: "steward::breaker", "breaker of store {} half-open: letting one call through", self.0.store)
@@ -618,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn health_checks_open_it_at_once_and_let_the_probe_through_early() {
+    fn health_checks_open_it_at_once_and_close_it_when_the_store_answers() {
         let (breaker, _) = breaker(Duration::from_secs(60));
         let refused = Some("Connection refused (os error 111)");
         breaker.observe_check(false, refused, Instant::now());
@@ -626,15 +632,14 @@ mod tests {
         let generation = breaker.generation();
         breaker.observe_check(false, refused, Instant::now());
         assert!(breaker.generation() > generation, "each failed check");
+        let started = Instant::now();
         breaker.observe_check(true, None, Instant::now());
         assert_eq!(
             breaker.state(),
-            BreakerState::HalfOpen,
+            BreakerState::Closed,
             "before open_for ran out"
         );
-        let started = Instant::now();
-        succeed(&breaker);
-        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert_eq!(breaker.report().trips, 0);
         // Another actor's check, begun before that success, ends late: old news.
         breaker.observe_check(false, refused, started);
         assert_eq!(breaker.state(), BreakerState::Closed);

@@ -11,10 +11,13 @@
 //! Why this algorithm: a gradient of latencies, as in Envoy's adaptive concurrency filter and
 //! Netflix's Gradient2 limit. Each route learns its *no-load latency* (the mean latency of
 //! windows in which it was not busy) and, once per window, compares the window's mean latency
-//! with it: `gradient = (no_load × tolerance + buffer) / mean`, clamped to 0.5..1, and
-//! `limit = limit × gradient + √limit`. A route answering as fast as unloaded keeps growing
-//! its limit by √limit (the headroom that lets it find more capacity); one whose requests wait
-//! behind each other shrinks it, to where the queue is about √limit deep. Vegas needs a
+//! with it: `gradient = (no_load × tolerance + buffer) / mean`, clamped to 0.25..1, and
+//! `limit = used × gradient + √used`, where `used` is the most requests that were in flight
+//! (at most the limit). A route answering as fast as unloaded grows its limit by √used (the
+//! headroom that lets it find more capacity); one whose requests wait behind each other
+//! shrinks it, to where the queue is about √limit deep — but never below what the window
+//! carried without queueing (throughput × no-load latency, Little's law), so a lagging window
+//! cannot push it under the route's capacity. Vegas needs a
 //! reliable minimum RTT, which a route mixing cache hits and database reads does not have;
 //! CoDel needs the time a request waited in a queue, and steward's queues (bb8's wait list,
 //! actor mailboxes) are not the edge's to time. The latency a route answers with is.
@@ -169,8 +172,18 @@ impl RouteLimit {
         if !app_limited {
             let no_load = estimate.no_load.unwrap_or(mean);
             let target = no_load * settings.tolerance + settings.buffer.as_secs_f64();
-            let gradient = (target / mean).clamp(0.5, 1.0);
-            let limit = estimate.limit * gradient + estimate.limit.sqrt();
+            // Down to a quarter a window: a queue builds faster than window means show it.
+            let gradient = (target / mean).clamp(0.25, 1.0);
+            // Never below what the route just carried without queueing (Little's law: the
+            // window's throughput times the no-load latency): the means a window sees lag
+            // behind the limit, and a limit that overshoots under the route's capacity wastes
+            // it for as long as it takes to grow back.
+            let elapsed = now.duration_since(estimate.window_started).as_secs_f64();
+            let carried = f64::from(estimate.samples) / elapsed * no_load;
+            // From what was in use, not the nominal limit: a limit far above the traffic it
+            // admits says nothing about what the route can take.
+            let used = estimate.limit.min(estimate.busiest as f64);
+            let limit = (used * gradient + used.sqrt()).max(carried);
             estimate.limit = limit.clamp(settings.min_limit as f64, settings.max_limit as f64);
             let rounded = estimate.limit.round() as usize;
             self.limit.store(rounded, Ordering::Release);
