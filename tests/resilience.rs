@@ -156,15 +156,18 @@ fn gated(name: &'static str, gate: &Arc<Gate>) -> Service {
     })
 }
 
-#[actix_rt::test]
-async fn a_route_at_its_limit_sheds_but_health_metrics_and_admin_answer() {
-    let gate = gate();
-    let app = spawn(gated("shedding", &gate))
+/// Every route's concurrency limit pinned at one request.
+fn one_at_a_time(spawn: Spawn) -> Spawn {
+    spawn
         .env("STEWARD__SHEDDING__INITIAL_LIMIT", "1")
         .env("STEWARD__SHEDDING__MIN_LIMIT", "1")
         .env("STEWARD__SHEDDING__MAX_LIMIT", "1")
-        .spawn()
-        .await;
+}
+
+#[actix_rt::test]
+async fn a_route_at_its_limit_sheds_but_health_metrics_and_admin_answer() {
+    let gate = gate();
+    let app = one_at_a_time(spawn(gated("shedding", &gate))).spawn().await;
     let first = actix_rt::spawn(Reply::of(app.request(reqwest::Method::GET, "/held")));
     eventually(WITHIN, "the first request to be inside", || async {
         gate.inside.load(Ordering::SeqCst) == 1
@@ -206,11 +209,8 @@ async fn a_route_at_its_limit_sheds_but_health_metrics_and_admin_answer() {
 #[actix_rt::test]
 async fn shedding_switched_off_admits_everything() {
     let gate = gate();
-    let app = spawn(gated("unshed", &gate))
+    let app = one_at_a_time(spawn(gated("unshed", &gate)))
         .env("STEWARD__SHEDDING__ENABLED", "false")
-        .env("STEWARD__SHEDDING__INITIAL_LIMIT", "1")
-        .env("STEWARD__SHEDDING__MIN_LIMIT", "1")
-        .env("STEWARD__SHEDDING__MAX_LIMIT", "1")
         .spawn()
         .await;
     let held: Vec<_> = (0..3)

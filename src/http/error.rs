@@ -410,8 +410,9 @@ impl From<StoreError> for ApiError {
                 .retry_after(1)
                 .with_cause(cause),
             StoreError::Timeout => ApiError::from(codes::TIMEOUT).retry_after(1),
+            // Busy, not down: retrying later works, as for any 503.
             StoreError::PoolTimeout => ApiError::new(
-                codes::TIMEOUT,
+                codes::UNAVAILABLE,
                 "every connection to a backing store was busy; retry later",
             )
             .retry_after(1),

@@ -260,7 +260,20 @@ mod tests {
         }
     }
 
+    /// Ten requests of `latency` with `busy` in flight, completing over the last 100 ms.
     fn window(limit: &RouteLimit, busy: usize, latency: Duration, settings: &SheddingSettings) {
+        window_over(limit, busy, latency, Duration::from_millis(100), settings);
+    }
+
+    fn window_over(
+        limit: &RouteLimit,
+        busy: usize,
+        latency: Duration,
+        over: Duration,
+        settings: &SheddingSettings,
+    ) {
+        let started = Instant::now() - over;
+        limit.estimate.lock().unwrap().window_started = started;
         for _ in 0..MIN_SAMPLES {
             limit.in_flight.store(busy, Ordering::Release);
             limit.complete(latency, settings);
@@ -294,6 +307,24 @@ mod tests {
             window(&route, 40, Duration::from_millis(20), &settings);
         }
         assert!(route.limit.load(Ordering::Acquire) > 10);
+    }
+
+    #[test]
+    fn the_limit_never_falls_under_what_the_route_carries() {
+        let settings = settings();
+        let shedder = Shedder::new(settings.clone(), Arc::new(Metrics::new().unwrap()));
+        let route = shedder.limit("/v1/pool").unwrap();
+        window(&route, 2, Duration::from_millis(20), &settings);
+        // Ten completions in 5 ms: 2,000 a second of a 20 ms route keep 40 busy. Latency
+        // four times the no-load one says shrink, but not under those 40.
+        window_over(
+            &route,
+            60,
+            Duration::from_millis(80),
+            Duration::from_millis(5),
+            &settings,
+        );
+        assert!(route.limit.load(Ordering::Acquire) >= 40);
     }
 
     #[test]
