@@ -29,6 +29,7 @@ use steward_actors::{
 };
 use tokio_postgres::NoTls;
 
+use crate::auth::{ApiKeys, Authenticator, JwtVerifier};
 use crate::config::{parse_net, ConfigError, Loaded, Origin, ServerSettings, Settings};
 use crate::context::{Context, Parts};
 use crate::http::deadline::Deadlines;
@@ -129,6 +130,15 @@ impl Application {
             breakers: Arc::clone(&breakers),
         });
 
+        let auth = Arc::new(authenticator(
+            backends.redis,
+            &service.public,
+            &stores,
+            &settings,
+            &metrics,
+            loaded,
+        )?);
+
         let mut children = Vec::new();
         let mut dependencies = Vec::new();
         let reservations = Reservations::default();
@@ -227,6 +237,7 @@ impl Application {
             service.about,
             service.openapi,
             &service.errors,
+            &service.public,
         ));
         let routes = service.routes;
 
@@ -280,6 +291,7 @@ impl Application {
                     ))
                 }),
                 deadlines: Arc::new(Deadlines::new(&settings.deadlines)),
+                auth,
             };
             let supervisor = children.into_iter().fold(supervisor, Supervisor::child);
             let supervisor = match metrics_listener {
@@ -671,6 +683,48 @@ fn http_child(
             actix_rt::spawn(async move { handle.stop(true).await });
         }))
     })
+}
+
+/// The edge's authentication as `[auth]` describes it; a JWT key that cannot be loaded is a
+/// configuration error naming its key.
+fn authenticator(
+    uses_redis: bool,
+    public: &[String],
+    stores: &Stores,
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    loaded: &Loaded,
+) -> Result<Authenticator, StartError> {
+    let auth = &settings.auth;
+    // Kept in Redis: a service without it has no API keys (config validation said so).
+    let api_keys = (auth.api_keys.enabled && uses_redis).then(|| {
+        ApiKeys::new(
+            auth.api_keys.hash_key.as_bytes(),
+            auth.api_keys.max_keys,
+            stores.cache.clone(),
+        )
+    });
+    let jwt = match auth.jwt.enabled {
+        false => None,
+        true => Some(JwtVerifier::new(&auth.jwt).map_err(|(key, expected)| {
+            StartError::Config(ConfigError {
+                key: key.to_owned(),
+                value: None,
+                origin: loaded
+                    .origin(key)
+                    .cloned()
+                    .unwrap_or(Origin::Builtin("steward")),
+                expected,
+            })
+        })?),
+    };
+    Ok(Authenticator::new(
+        auth,
+        api_keys,
+        jwt,
+        public.to_vec(),
+        Arc::clone(metrics),
+    ))
 }
 
 /// Runs `service` until it has shut down; returns the process exit code.

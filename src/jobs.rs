@@ -68,6 +68,9 @@ pub struct JobRun<P> {
     pub attempt: u32,
     /// The payload as enqueued.
     pub payload: P,
+    /// The [`Principal`](crate::Principal) id of the request that enqueued the job (recorded
+    /// at enqueue); `None` for scheduled jobs and jobs enqueued without one.
+    pub principal: Option<String>,
     /// The end of this attempt (`workers.job_timeout` after its start): pass it in the store
     /// messages the job sends, as a route passes its [`RequestDeadline`](crate::RequestDeadline).
     pub deadline: steward_actors::Deadline,
@@ -105,6 +108,7 @@ impl<J: Job> JobHandler for Typed<J> {
             id: job.id,
             attempt: job.attempt,
             payload,
+            principal: job.principal,
             deadline: job.deadline,
         };
         J::run(self.ctx.clone(), run).boxed_local()
@@ -210,6 +214,7 @@ impl Jobs {
             max_attempts: self.inner.default_attempts,
             delay: Duration::ZERO,
             idempotency_key: None,
+            principal: None,
         })
         .await
     }

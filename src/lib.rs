@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod app;
+pub mod auth;
 mod cli;
 pub mod config;
 mod context;
@@ -23,6 +24,7 @@ pub mod telemetry;
 pub mod testing;
 
 pub use app::{Application, StartError};
+pub use auth::Principal;
 pub use cli::EXIT_CONFIG;
 pub use context::Context;
 pub use http::deadline::RequestDeadline;
@@ -35,7 +37,8 @@ pub mod prelude {
     pub use crate::config::{Invalid, Section};
     pub use crate::jobs::{Job, JobError, JobRun};
     pub use crate::{
-        ApiError, Backends, Context, Criticality, Deadline, ErrorCode, RequestDeadline, Service,
+        ApiError, Backends, Context, Criticality, Deadline, ErrorCode, Principal, RequestDeadline,
+        Service,
     };
     pub use actix_web::{web, HttpResponse};
     pub use serde_json::{json, Value};

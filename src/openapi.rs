@@ -9,12 +9,15 @@
 //! under `x-error-codes` of the error envelope's schema.
 
 use utoipa::openapi::extensions::ExtensionsBuilder;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use crate::auth::admin as auth_admin;
 use crate::http::error::{codes, ErrorCode};
-use crate::http::{admin, health, meta};
+use crate::http::{admin, health, meta, OWN_ROUTES};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +28,9 @@ use crate::http::{admin, health, meta};
         meta::metrics,
         admin::actors,
         admin::set_log_level,
+        auth_admin::issue,
+        auth_admin::list,
+        auth_admin::revoke,
     ),
     components(schemas(crate::http::error::ErrorEnvelope))
 )]
@@ -37,6 +43,7 @@ pub(crate) fn document(
     about: &str,
     service: Option<Document>,
     errors: &[ErrorCode],
+    public: &[String],
 ) -> String {
     let mut document = StewardDoc::openapi();
     if let Some(service) = service {
@@ -51,6 +58,7 @@ pub(crate) fn document(
     });
     EdgeResponses.modify(&mut document);
     AdminToken.modify(&mut document);
+    ServiceAuth { public }.modify(&mut document);
     list_codes(&mut document, errors);
     document.to_json().expect("the OpenAPI document serializes")
 }
@@ -154,5 +162,70 @@ impl Modify for AdminToken {
             "admin_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The service's own operations need an API key or a bearer token (as `[auth]` turns them on),
+/// and may answer 401 for it; public prefixes and steward's own routes need neither.
+struct ServiceAuth<'a> {
+    public: &'a [String],
+}
+
+impl Modify for ServiceAuth<'_> {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer_jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        let envelope = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+            .build();
+        let open = |path: &str| {
+            OWN_ROUTES
+                .iter()
+                .copied()
+                .chain(self.public.iter().map(String::as_str))
+                .any(|prefix| path.starts_with(prefix))
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ] {
+                let Some(operation) = operation else { continue };
+                if open(path) {
+                    if operation.security.is_none() {
+                        operation.security = Some(vec![SecurityRequirement::default()]);
+                    }
+                    continue;
+                }
+                operation.security = Some(vec![
+                    SecurityRequirement::new("api_key", Vec::<String>::new()),
+                    SecurityRequirement::new("bearer_jwt", Vec::<String>::new()),
+                ]);
+                let responses = &mut operation.responses.responses;
+                // 403 is the handler's to declare: only it knows which scopes it needs.
+                responses.entry("401".to_owned()).or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description(
+                            "No credentials, or credentials that do not verify (WWW-Authenticate)",
+                        )
+                        .content("application/json", envelope.clone())
+                        .into()
+                });
+            }
+        }
     }
 }

@@ -129,6 +129,7 @@ pub struct Service {
     pub(crate) migrations: &'static [Migration],
     pub(crate) openapi: Option<utoipa::openapi::OpenApi>,
     pub(crate) errors: Vec<ErrorCode>,
+    pub(crate) public: Vec<String>,
     pub(crate) breakers: Vec<&'static str>,
 }
 
@@ -152,6 +153,7 @@ impl Service {
             migrations: &[],
             openapi: None,
             errors: Vec::new(),
+            public: Vec::new(),
             breakers: Vec::new(),
         }
     }
@@ -229,6 +231,16 @@ impl Service {
     /// headers and rate-limit policies. Handlers take [`Context`] as an extractor.
     pub fn routes(mut self, routes: impl Fn(&mut ServiceConfig) + Send + Sync + 'static) -> Self {
         self.routes.push(Arc::new(routes));
+        self
+    }
+
+    /// Makes the routes under the path prefix `prefix` public: the edge does not authenticate
+    /// them (their handlers see [`Principal::anonymous`](crate::Principal::anonymous)).
+    /// Every other route of the service needs credentials when `auth.required` is on; see
+    /// [`crate::auth`]. steward's own routes (health, metrics, version, `/openapi.json`) are
+    /// always public.
+    pub fn public(mut self, prefix: &'static str) -> Self {
+        self.public.push(prefix.to_owned());
         self
     }
 

@@ -10,6 +10,7 @@ use steward_actors::ratelimit::{LimiterActor, Policy, Reservations};
 use steward_actors::store::PingReport;
 use steward_actors::{Breaker, Metrics, Probe, Readiness, Slot, Supervisor};
 
+use crate::auth::Authenticator;
 use crate::http::deadline::Deadlines;
 use crate::http::shed::Shedder;
 use crate::telemetry::LogControl;
@@ -53,6 +54,8 @@ pub struct EdgeState {
     pub shedder: Option<Arc<Shedder>>,
     /// The request deadlines by path prefix.
     pub deadlines: Arc<Deadlines>,
+    /// Who may call the service's routes.
+    pub auth: Arc<Authenticator>,
 }
 
 /// Where `/metrics` is served (`[metrics]`).

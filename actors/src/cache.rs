@@ -16,7 +16,7 @@ use redis::{Cmd, FromRedisValue};
 use crate::deadline::Deadline;
 use crate::error::StoreError;
 use crate::metrics::Metrics;
-use crate::redis_conn::{RedisPool, SharedConnection};
+use crate::redis_conn::{LuaScript, RedisPool, SharedConnection};
 use crate::store::{Backend, StoreActor};
 
 /// The actor that owns the Redis pool.
@@ -70,8 +70,9 @@ struct Counters {
     get_miss: IntCounter,
     set_ok: IntCounter,
     delete_ok: IntCounter,
+    script_ok: IntCounter,
     coalesced: IntCounter,
-    errors: [IntCounter; 3],
+    errors: [IntCounter; 4],
 }
 
 /// The commands, as labels and as indexes into `Counters::errors`.
@@ -80,10 +81,11 @@ enum Op {
     Get = 0,
     Set = 1,
     Delete = 2,
+    Script = 3,
 }
 
 impl Op {
-    const LABELS: [&'static str; 3] = ["get", "set", "delete"];
+    const LABELS: [&'static str; 4] = ["get", "set", "delete", "script"];
 }
 
 impl Counters {
@@ -98,6 +100,7 @@ impl Counters {
             get_miss: counter("get", "miss"),
             set_ok: counter("set", "ok"),
             delete_ok: counter("delete", "ok"),
+            script_ok: counter("script", "ok"),
             coalesced: counter("get_or_load", "coalesced"),
             errors: Op::LABELS.map(|op| counter(op, "error")),
         }
@@ -208,6 +211,27 @@ impl Ops {
         Ok(())
     }
 
+    async fn script(&self, msg: Script) -> Result<redis::Value, StoreError> {
+        let keys: Vec<String> = msg.keys.iter().map(|key| self.key(key)).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let args: Vec<&dyn crate::redis_conn::ToRedisArgsDyn> =
+            msg.args.iter().map(|a| a as _).collect();
+        let outcome = self
+            .inner
+            .conn
+            .eval(&self.pool, msg.script, &keys, &args, msg.deadline)
+            .await;
+        match &outcome {
+            Ok(_) => self.inner.counters.script_ok.inc(),
+            Err(StoreError::DeadlineExceeded) => {}
+            Err(error) => {
+                self.inner.counters.errors[Op::Script as usize].inc();
+                log::debug!(target: "steward::cache", "cache script failed: {error}");
+            }
+        }
+        outcome
+    }
+
     /// `ttl` spread by ±`ttl_jitter`.
     fn jittered(&self, ttl: Duration) -> Duration {
         let spread = self.inner.config.ttl_jitter;
@@ -313,6 +337,34 @@ pub struct GetOrLoad {
     /// When the caller stops waiting: bounds the Redis commands (the loader has its own,
     /// usually the same). A miss that joins another caller's load waits for that load.
     pub deadline: Deadline,
+}
+
+/// Runs a Lua script on the cache's connection (breaker, deadline and command timeout as for
+/// every cache command), for what a service keeps in Redis beyond plain values: several keys
+/// changed atomically, a bounded index beside them. steward's own API keys are stored this way.
+///
+/// `keys` are given without the prefix and reach the script with it (`KEYS[i]`), so a service's
+/// keys stay in its namespace; the script must touch no key it is not given.
+#[derive(Message)]
+#[rtype(result = "Result<redis::Value, StoreError>")]
+pub struct Script {
+    /// The script; its SHA1 is sent, its source only after a `NOSCRIPT`.
+    pub script: &'static LuaScript,
+    /// The keys it touches, without the prefix.
+    pub keys: Vec<String>,
+    /// `ARGV`.
+    pub args: Vec<Vec<u8>>,
+    /// When the caller stops waiting.
+    pub deadline: Deadline,
+}
+
+impl Handler<Script> for CacheActor {
+    type Result = ResponseFuture<Result<redis::Value, StoreError>>;
+
+    fn handle(&mut self, msg: Script, _: &mut Self::Context) -> Self::Result {
+        let ops = Ops::new(self);
+        Box::pin(async move { ops.script(msg).await })
+    }
 }
 
 impl Handler<Get> for CacheActor {

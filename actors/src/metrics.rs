@@ -55,6 +55,12 @@ pub struct Metrics {
     pub readiness_checks_total: IntCounter,
     /// Admin authentications refused, by outcome (`rejected`, `throttled`).
     pub admin_auth_failures_total: IntCounterVec,
+    /// Requests to a service's routes refused by authentication, by reason (`missing`,
+    /// `rejected`, `throttled`, `unavailable`).
+    pub auth_failures_total: IntCounterVec,
+    /// Credentials checked against their store or signature (a miss of the verified cache),
+    /// by scheme (`api_key`, `jwt`).
+    pub auth_verifications_total: IntCounterVec,
     /// Enqueues refused, by reason (`queue_full`, `payload_too_large`).
     pub jobs_rejected_total: IntCounterVec,
     /// Job run latency by kind.
@@ -185,6 +191,20 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            auth_failures_total: IntCounterVec::new(
+                Opts::new(
+                    "auth_failures_total",
+                    "Requests refused by authentication: no, wrong or unverifiable credentials, or throttled",
+                ),
+                &["reason"],
+            )?,
+            auth_verifications_total: IntCounterVec::new(
+                Opts::new(
+                    "auth_verifications_total",
+                    "Credentials verified against their store or signature (not served from the verified cache)",
+                ),
+                &["scheme"],
+            )?,
             readiness_checks_total: IntCounter::new(
                 "readiness_checks_total",
                 "Rounds of store pings made for /health/ready; cached answers are not counted",
@@ -242,6 +262,8 @@ impl Metrics {
         registry.register(Box::new(metrics.jobs_rejected_total.clone()))?;
         registry.register(Box::new(metrics.readiness_checks_total.clone()))?;
         registry.register(Box::new(metrics.admin_auth_failures_total.clone()))?;
+        registry.register(Box::new(metrics.auth_failures_total.clone()))?;
+        registry.register(Box::new(metrics.auth_verifications_total.clone()))?;
         registry.register(Box::new(metrics.job_duration_seconds.clone()))?;
         registry.register(Box::new(metrics.jobs_in_flight.clone()))?;
         registry.register(Box::new(metrics.queue_depth.clone()))?;

@@ -44,6 +44,9 @@ pub struct Account {
     pub initial_balance: i64,
     /// RFC 3339.
     pub created_at: String,
+    /// The principal that opened it (`key:<name>`, `jwt:<sub>` or `anonymous`): only it sees
+    /// and debits the account (and a principal with the `ledger:admin` scope sees it).
+    pub owner: String,
 }
 
 impl Account {
@@ -54,6 +57,26 @@ impl Account {
             balance: row.get(2),
             initial_balance: row.get(3),
             created_at: row.get(4),
+            owner: row.get(5),
+        }
+    }
+}
+
+/// Whose accounts a read covers.
+#[derive(Clone, Copy, Debug)]
+pub enum Viewer<'a> {
+    /// Only this principal's.
+    Owner(&'a str),
+    /// Everyone's (the `ledger:admin` scope).
+    All,
+}
+
+impl Viewer<'_> {
+    /// Whether the viewer may see an account owned by `owner`.
+    pub fn sees(&self, owner: &str) -> bool {
+        match self {
+            Viewer::Owner(me) => *me == owner,
+            Viewer::All => true,
         }
     }
 }
@@ -102,9 +125,10 @@ async fn query(
         .await?
 }
 
-/// Opens an account with `initial_balance` as its balance.
+/// Opens an account for `owner` with `initial_balance` as its balance.
 pub async fn create_account(
     db: &Ledger,
+    owner: &str,
     name: String,
     initial_balance: i64,
 ) -> Result<Account, StoreError> {
@@ -112,7 +136,11 @@ pub async fn create_account(
         db,
         "account_create",
         sql::CREATE_ACCOUNT,
-        vec![Box::new(name), Box::new(initial_balance)],
+        vec![
+            Box::new(name),
+            Box::new(initial_balance),
+            Box::new(owner.to_owned()),
+        ],
     )
     .await?;
     rows.first()
@@ -126,28 +154,43 @@ pub async fn account(db: &Ledger, id: i64) -> Result<Option<Account>, StoreError
     Ok(rows.first().map(Account::from_row))
 }
 
-/// Accounts in id order after id `after`: `limit` of them, and one more when there are more
-/// (which tells the caller a next page exists).
-pub async fn accounts(db: &Ledger, after: i64, limit: i64) -> Result<Vec<Account>, StoreError> {
-    let rows = query(
-        db,
-        "account_list",
-        sql::ACCOUNT_LIST,
-        vec![Box::new(after), Box::new(limit + 1)],
-    )
-    .await?;
+/// The accounts `viewer` sees, in id order after id `after`: `limit` of them, and one more
+/// when there are more (which tells the caller a next page exists).
+pub async fn accounts(
+    db: &Ledger,
+    viewer: Viewer<'_>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Account>, StoreError> {
+    let rows = match viewer {
+        Viewer::All => {
+            let params: Vec<Param> = vec![Box::new(after), Box::new(limit + 1)];
+            query(db, "account_list", sql::ACCOUNT_LIST, params).await?
+        }
+        Viewer::Owner(owner) => {
+            let params: Vec<Param> = vec![
+                Box::new(owner.to_owned()),
+                Box::new(after),
+                Box::new(limit + 1),
+            ];
+            query(db, "account_list_owned", sql::ACCOUNT_LIST_OWNED, params).await?
+        }
+    };
     Ok(rows.iter().map(Account::from_row).collect())
 }
 
 /// An account's transfers (either direction), newest first, before id `before`: `limit` of
-/// them and one more when there are more; `None` when the account does not exist.
+/// them and one more when there are more; `None` when the account does not exist or
+/// `viewer` does not see it.
 pub async fn transfers_of(
     db: &Ledger,
+    viewer: Viewer<'_>,
     account_id: i64,
     before: i64,
     limit: i64,
 ) -> Result<Option<Vec<Transfer>>, StoreError> {
-    if account(db, account_id).await?.is_none() {
+    let visible = account(db, account_id).await?;
+    if !visible.is_some_and(|a| viewer.sees(&a.owner)) {
         return Ok(None);
     }
     let params: Vec<Param> = vec![Box::new(account_id), Box::new(before), Box::new(limit + 1)];
@@ -156,7 +199,7 @@ pub async fn transfers_of(
 }
 
 /// What a transfer request asked for.
-#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// The account debited.
@@ -166,6 +209,10 @@ pub struct TransferRequest {
     /// Minor units.
     #[schema(minimum = 1)]
     pub amount: i64,
+    /// The principal asking: `from` must be its account. Not part of the body.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub debitor: String,
 }
 
 impl TransferRequest {
@@ -210,12 +257,12 @@ pub async fn transfer(
     key: String,
     request: TransferRequest,
 ) -> Result<TransferAnswer, TransferRefusal> {
-    if let Some(answer) = stored_answer(db, &key, request).await? {
+    if let Some(answer) = stored_answer(db, &key, &request).await? {
         return Ok(answer);
     }
-    let tx_key = key.clone();
+    let (tx_key, tx_request) = (key.clone(), request.clone());
     let work = tx_work(move |tx| {
-        let key = tx_key.clone();
+        let (key, request) = (tx_key.clone(), tx_request.clone());
         async move { transfer_in(tx, &key, request).await }.boxed_local()
     });
     let outcome = db
@@ -235,7 +282,7 @@ pub async fn transfer(
             replayed: false,
         }),
         Err(StoreError::Conflict(constraint)) if constraint == "idempotency_keys_pkey" => {
-            stored_answer(db, &key, request).await?.ok_or_else(|| {
+            stored_answer(db, &key, &request).await?.ok_or_else(|| {
                 TransferRefusal::Store(StoreError::Internal("idempotency key vanished".into()))
             })
         }
@@ -247,7 +294,7 @@ pub async fn transfer(
 async fn stored_answer(
     db: &Ledger,
     key: &str,
-    request: TransferRequest,
+    request: &TransferRequest,
 ) -> Result<Option<TransferAnswer>, TransferRefusal> {
     let rows = query(
         db,
@@ -286,12 +333,13 @@ async fn transfer_in(
     key: &str,
     request: TransferRequest,
 ) -> Result<(u16, serde_json::Value), StoreError> {
+    let fingerprint = request.fingerprint();
     let (status, body) = move_money(tx, request).await?;
     tx.execute_typed(
         "INSERT INTO idempotency_keys (key, fingerprint, status, response) VALUES ($1, $2, $3, $4::text::jsonb)",
         &[
             (&key, Type::TEXT),
-            (&request.fingerprint(), Type::TEXT),
+            (&fingerprint, Type::TEXT),
             (&(status as i16), Type::INT2),
             (&body.to_string(), Type::TEXT),
         ],
@@ -302,6 +350,7 @@ async fn transfer_in(
 }
 
 /// Locks both accounts (in id order, so opposite transfers cannot deadlock), checks, moves.
+/// An account of another principal is debited as little as a missing one: "does not exist".
 async fn move_money(
     tx: &Transaction<'_>,
     request: TransferRequest,
@@ -309,7 +358,7 @@ async fn move_money(
     let ids = vec![request.from, request.to];
     let rows = tx
         .query_typed(
-            "SELECT id, balance FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT id, balance, owner FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[(&ids, Type::INT8_ARRAY)],
         )
         .await
@@ -317,6 +366,7 @@ async fn move_money(
     let balance = |id: i64| {
         rows.iter()
             .find(|r| r.get::<_, i64>(0) == id)
+            .filter(|r| id != request.from || r.get::<_, &str>(2) == request.debitor)
             .map(|r| r.get::<_, i64>(1))
     };
     let refused = |code: ErrorCode, message: String| {
@@ -386,7 +436,11 @@ mod sql {
     }
     macro_rules! account_columns {
         () => {
-            concat!("id, name, balance, initial_balance, ", created_at!())
+            concat!(
+                "id, name, balance, initial_balance, ",
+                created_at!(),
+                ", owner"
+            )
         };
     }
     macro_rules! transfer_columns {
@@ -396,7 +450,7 @@ mod sql {
     }
 
     pub const CREATE_ACCOUNT: &str = concat!(
-        "INSERT INTO accounts (name, initial_balance, balance) VALUES ($1, $2, $2) RETURNING ",
+        "INSERT INTO accounts (name, initial_balance, balance, owner) VALUES ($1, $2, $2, $3) RETURNING ",
         account_columns!()
     );
     pub const ACCOUNT_BY_ID: &str = concat!(
@@ -408,6 +462,11 @@ mod sql {
         "SELECT ",
         account_columns!(),
         " FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
+    );
+    pub const ACCOUNT_LIST_OWNED: &str = concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3"
     );
     pub const TRANSFERS_OF: &str = concat!(
         "SELECT ",

@@ -15,4 +15,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "idempotency_retention",
         sql: include_str!("migrations/0002_idempotency_retention.sql"),
     },
+    Migration {
+        version: 3,
+        name: "account_owners",
+        sql: include_str!("migrations/0003_account_owners.sql"),
+    },
 ];

@@ -257,6 +257,63 @@ fn secrets_come_from_files_and_never_print() {
 }
 
 #[test]
+fn authentication_is_on_in_production_and_needs_what_its_schemes_need() {
+    const KEY: &str = "a-production-hash-key-of-32-bytes-or-more";
+    let key = ("STEWARD__AUTH__API_KEYS__HASH_KEY", KEY);
+    // Development is open (config/development.toml); production is not, and needs a hash key.
+    assert!(!loaded(&sources(None, None, &[])).settings.auth.required);
+    let error = load_err(&sources(Some("production"), None, &[]));
+    assert_eq!(error.key, "auth.api_keys.hash_key", "{error}");
+    let production = loaded(&sources(Some("production"), None, &[key]));
+    assert!(production.settings.auth.required);
+    assert!(
+        !production.redacted_toml().contains(KEY),
+        "the hash key is a secret"
+    );
+
+    // Open in production only when a second key says so.
+    let open = ("STEWARD__AUTH__REQUIRED", "false");
+    let error = load_err(&sources(Some("production"), None, &[key, open]));
+    assert_eq!(error.key, "auth.required");
+    assert!(error.expected.contains("open_in_production"), "{error}");
+    let on_purpose = ("STEWARD__AUTH__OPEN_IN_PRODUCTION", "true");
+    assert!(
+        !loaded(&sources(Some("production"), None, &[key, open, on_purpose]))
+            .settings
+            .auth
+            .required
+    );
+
+    let short = ("STEWARD__AUTH__API_KEYS__HASH_KEY", "short");
+    assert_eq!(
+        load_err(&sources(Some("production"), None, &[short])).key,
+        "auth.api_keys.hash_key"
+    );
+    let jwt = [
+        key,
+        ("STEWARD__AUTH__JWT__ENABLED", "true"),
+        ("STEWARD__AUTH__JWT__AUDIENCE", "ledger"),
+    ];
+    assert_eq!(load_err(&sources(None, None, &jwt)).key, "auth.jwt.issuer");
+    let mut two_keys = jwt.to_vec();
+    two_keys.extend([
+        ("STEWARD__AUTH__JWT__ISSUER", "https://id.test"),
+        ("STEWARD__AUTH__JWT__KEY_FILE", "/a.pem"),
+        ("STEWARD__AUTH__JWT__JWKS_FILE", "/b.json"),
+    ]);
+    let error = load_err(&sources(None, None, &two_keys));
+    assert!(error.expected.contains("exactly one"), "{error}");
+    let no_scheme = [
+        ("STEWARD__AUTH__REQUIRED", "true"),
+        ("STEWARD__AUTH__API_KEYS__ENABLED", "false"),
+    ];
+    assert_eq!(
+        load_err(&sources(None, None, &no_scheme)).key,
+        "auth.required"
+    );
+}
+
+#[test]
 fn a_missing_overlay_for_an_explicit_environment_is_an_error() {
     let error = load_err(&sources(Some("staging"), None, &[]));
     assert!(error.to_string().contains("staging.toml"), "{error}");

@@ -271,9 +271,9 @@ async fn the_openapi_document_describes_routes_that_exist() {
             }
         }
     }
-    // Every route of steward's and reference/src/http/mod.rs's but the document itself (test
-    // hooks are not documented).
-    assert_eq!(operations, 22, "{:?}", paths.keys().collect::<Vec<_>>());
+    // Every route of steward's (/admin/api-keys too) and reference/src/http/mod.rs's but the
+    // document itself (test hooks are not documented).
+    assert_eq!(operations, 25, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every error code, the framework's and the service's, with the status it is sent with.
     let listed = &document["components"]["schemas"]["ErrorEnvelope"]["x-error-codes"];
     for code in steward::codes::ALL

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::spawn_app_with;
+use common::{spawn_app_with, Caller};
 
 use steward::testing::{eventually, Reply, TestApp};
 
@@ -115,12 +115,30 @@ async fn dry_run_counts_but_does_not_reject() {
     );
 }
 
+/// Each authenticated principal has a quota of its own, and callers without credentials share
+/// their address's; a made-up X-Api-Key is refused, not counted as a new client.
 #[actix_rt::test]
-async fn api_keys_and_addresses_are_limited_separately() {
-    let app = limited(1, "10s", "", &[]).await;
-    assert_eq!(passes(&app, 2, &[("x-api-key", "alpha")]).await, 1);
-    assert_eq!(passes(&app, 2, &[("x-api-key", "beta")]).await, 1);
-    assert_eq!(passes(&app, 2, &[]).await, 1, "no key: the address");
+async fn principals_and_addresses_are_limited_separately() {
+    let policy = r#"[{name = "t", prefix = "/v1/accounts", limit = 1, period = "10s"}]"#;
+    let app = spawn_app_with(&[("STEWARD__RATELIMIT__POLICIES", policy)]).await;
+    let (alpha, beta) = (
+        Caller::issue(&app, "alpha", &[]).await,
+        Caller::issue(&app, "beta", &[]).await,
+    );
+    for caller in [&alpha, &beta] {
+        assert_eq!(caller.get("/v1/accounts").await.status, 200);
+        assert_eq!(caller.get("/v1/accounts").await.status, 429);
+    }
+    assert_eq!(
+        app.get("/v1/accounts").await.status,
+        200,
+        "no key: the address"
+    );
+    assert_eq!(app.get("/v1/accounts").await.status, 429);
+    let made_up = app
+        .request(reqwest::Method::GET, "/v1/accounts")
+        .header("x-api-key", "gamma");
+    assert_eq!(Reply::of(made_up).await.status, 401);
     let mut redis = app.redis_connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}rl:*", app.settings().redis.key_prefix))
@@ -130,7 +148,7 @@ async fn api_keys_and_addresses_are_limited_separately() {
     assert!(
         keys.iter()
             .all(|k| !k.contains("alpha") && !k.contains("beta")),
-        "keys are hashed: {keys:?}"
+        "principals are hashed: {keys:?}"
     );
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::service;
-use common::{spawn_app_with, Accounts};
+use common::{spawn_app_with, Accounts, Caller};
 
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -308,57 +308,63 @@ async fn huge_balances_do_not_disable_the_ledger_check() {
     assert_eq!(result["sum_balances"], "18446744073709551607");
 }
 
-/// A transfer as the client holding `api_key`; returns status, `Idempotent-Replayed` and body.
-async fn transfer_as(app: &TestApp, api_key: &str, key: &str, body: &Value) -> (u16, bool, Value) {
-    let response = app
-        .http()
-        .post(app.url("/v1/transfers"))
-        .header("x-api-key", api_key)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let replayed = response.headers()["idempotent-replayed"] == "true";
-    (status, replayed, response.json().await.unwrap())
-}
-
-/// One client's Idempotency-Key neither replays to another client nor can be squatted by
-/// one; jobs' keys are scoped the same way.
+/// One principal's Idempotency-Key neither replays to another principal nor can be squatted
+/// by one; jobs' keys are scoped the same way.
 #[actix_rt::test]
-async fn idempotency_keys_are_scoped_to_the_client() {
+async fn idempotency_keys_are_scoped_to_the_principal() {
     let app = spawn_app_with(&[]).await;
-    let (a, b) = (app.account(1000).await, app.account(0).await);
-    let body = json!({"from": a, "to": b, "amount": 10});
-    let (status, replayed, victims) = transfer_as(&app, "victim", "order-42", &body).await;
-    assert_eq!((status, replayed), (201, false));
-    let (status, replayed, attackers) = transfer_as(&app, "attacker", "order-42", &body).await;
-    assert_eq!((status, replayed), (201, false), "not the victim's answer");
-    assert_ne!(attackers["id"], victims["id"]);
+    let (victim, attacker) = (
+        Caller::issue(&app, "victim", &[]).await,
+        Caller::issue(&app, "attacker", &[]).await,
+    );
+    let (mine, theirs, b) = (
+        victim.account(1000).await,
+        attacker.account(1000).await,
+        app.account(0).await,
+    );
+    let body = json!({"from": mine, "to": b, "amount": 10});
+    let first = victim.transfer("order-42", &body).await;
+    assert_eq!(
+        (first.status, first.header("idempotent-replayed")),
+        (201, Some("false"))
+    );
+    // The same key from another principal is its own: not the victim's answer.
+    let own = attacker
+        .transfer("order-42", &json!({"from": theirs, "to": b, "amount": 10}))
+        .await;
+    assert_eq!(
+        (own.status, own.header("idempotent-replayed")),
+        (201, Some("false"))
+    );
+    assert_ne!(own.body["id"], first.body["id"]);
+    // The victim's very request, sent by the attacker: neither a replay nor the victim's
+    // money.
+    let copied = attacker.transfer("order-44", &body).await;
+    assert_eq!(copied.header("idempotent-replayed"), Some("false"));
+    copied.assert_error(steward_reference::errors::ACCOUNT_NOT_FOUND);
     // The victim's own retry still replays.
-    let (status, replayed, again) = transfer_as(&app, "victim", "order-42", &body).await;
+    let again = victim.transfer("order-42", &body).await;
     assert_eq!(
-        (status, replayed, &again["id"]),
-        (201, true, &victims["id"])
+        (
+            again.status,
+            again.header("idempotent-replayed"),
+            &again.body["id"]
+        ),
+        (201, Some("true"), &first.body["id"])
     );
-    // A key squatted with another body by one client stays free for another.
-    let other = json!({"from": a, "to": b, "amount": 1});
-    assert_eq!(
-        transfer_as(&app, "attacker", "order-43", &other).await.0,
-        201
-    );
-    assert_eq!(transfer_as(&app, "victim", "order-43", &body).await.0, 201);
+    // A key squatted with another body by one principal stays free for another.
+    let other = json!({"from": theirs, "to": b, "amount": 1});
+    assert_eq!(attacker.transfer("order-43", &other).await.status, 201);
+    assert_eq!(victim.transfer("order-43", &body).await.status, 201);
 
-    let job = |api_key: &'static str| {
-        app.http()
-            .post(app.url("/v1/jobs"))
-            .header("x-api-key", api_key)
+    let job = |caller: &Caller| {
+        caller
+            .request(reqwest::Method::POST, "/v1/jobs")
             .header("idempotency-key", "job-1")
             .json(&json!({"kind": "test.record"}))
     };
-    let first = Reply::of(job("victim")).await.body;
-    let second = Reply::of(job("attacker")).await.body;
+    let first = Reply::of(job(&victim)).await.body;
+    let second = Reply::of(job(&attacker)).await.body;
     assert_eq!(second["created"], true);
     assert_ne!(first["id"], second["id"]);
 }

@@ -45,9 +45,11 @@ impl Schema {
 const ENV_PREFIX: &str = "STEWARD__";
 
 /// Keys whose values are secrets: never printed, and loadable from a `*_file` key.
-const SECRETS: [(&str, &str); 2] = [
+const SECRETS: [(&str, &str); 4] = [
     ("postgres.password", "postgres.password_file"),
     ("admin.token", "admin.token_file"),
+    ("auth.api_keys.hash_key", "auth.api_keys.hash_key_file"),
+    ("auth.jwt.secret", "auth.jwt.secret_file"),
 ];
 
 /// Keys holding URLs whose userinfo password is redacted when printed.
@@ -266,7 +268,10 @@ pub fn load(sources: &Sources, schema: &Schema) -> Result<Loaded, ConfigError> {
                 key,
             }
         })?;
-    validate::validate(&settings, schema.backends, &|key| origin_of(&origins, key))?;
+    let production = sources.env_name.as_deref() == Some("production");
+    validate::validate(&settings, schema.backends, production, &|key| {
+        origin_of(&origins, key)
+    })?;
     let unused = Schema::REDIS_SECTIONS
         .iter()
         .chain(&Schema::POSTGRES_SECTIONS)

@@ -64,6 +64,69 @@ pub struct Settings {
     pub shedding: SheddingSettings,
     /// `[deadlines]`: how long a request may take, by path prefix.
     pub deadlines: DeadlineSettings,
+    /// `[auth]`: who may call the service's routes.
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`; every key is described in `src/config/default.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Whether the service's routes refuse callers without credentials.
+    pub required: bool,
+    /// Lets a production instance run with `required = false`, on purpose.
+    pub open_in_production: bool,
+    /// How long a verified credential is trusted before it is checked again.
+    #[serde(with = "steward_actors::duration")]
+    pub cache_ttl: Duration,
+    /// Most verified credentials remembered per process.
+    pub cache_size: usize,
+    /// Failed authentications an address may make at once ...
+    pub failure_burst: u32,
+    /// ... and then one more per this long.
+    #[serde(with = "steward_actors::duration")]
+    pub failure_refill: Duration,
+    /// `[auth.api_keys]`.
+    pub api_keys: ApiKeySettings,
+    /// `[auth.jwt]`.
+    pub jwt: JwtSettings,
+}
+
+/// `[auth.api_keys]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// Whether `X-Api-Key` is accepted (and `/admin/api-keys` mounted).
+    pub enabled: bool,
+    /// The key of the keyed hash API keys are stored under; resolved from `hash_key_file` too.
+    pub hash_key: String,
+    /// File holding `hash_key` (a mounted secret).
+    pub hash_key_file: String,
+    /// Most keys that may exist at once.
+    pub max_keys: usize,
+}
+
+/// `[auth.jwt]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// Whether `Authorization: Bearer <JWT>` is accepted.
+    pub enabled: bool,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// An `aud` every token must carry.
+    pub audience: String,
+    /// A PEM public key (RSA, P-256 or Ed25519).
+    pub key_file: String,
+    /// A JWKS document; the token's `kid` picks the key.
+    pub jwks_file: String,
+    /// An HS256 secret; resolved from `secret_file` too.
+    pub secret: String,
+    /// File holding the HS256 secret.
+    pub secret_file: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "steward_actors::duration")]
+    pub leeway: Duration,
 }
 
 /// `[shedding]`; every key is described in `config/default.toml`.

@@ -82,9 +82,11 @@ impl Checker<'_> {
 pub(super) fn validate(
     settings: &Settings,
     backends: Backends,
+    production: bool,
     origin: &dyn Fn(&str) -> Origin,
 ) -> Result<(), ConfigError> {
     let check = Checker { origin };
+    auth(&check, settings, backends, production)?;
     if !backends.redis && !settings.ratelimit.policies.is_empty() {
         return Err(check.fail(
             "ratelimit.policies",
@@ -348,6 +350,87 @@ fn admin(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
             &"<redacted>",
             format!("at least {MIN_ADMIN_TOKEN} bytes (a random token: openssl rand -hex 32), or empty to turn the admin routes off"),
         ));
+    }
+    Ok(())
+}
+
+/// The shortest API-key hash key and HS256 secret accepted: 256 bits.
+const MIN_AUTH_SECRET: usize = 32;
+
+/// `[auth]`: the ranges, a scheme for `required`, the keys each scheme needs, and no open
+/// production instance unless a second key says so.
+fn auth(
+    check: &Checker,
+    settings: &Settings,
+    backends: Backends,
+    production: bool,
+) -> Result<(), ConfigError> {
+    let auth = &settings.auth;
+    check.lasting("auth.cache_ttl", auth.cache_ttl, Duration::ZERO, MINUTE)?;
+    check.within("auth.cache_size", auth.cache_size, 0, 1_000_000)?;
+    check.within("auth.failure_burst", auth.failure_burst as usize, 1, 10_000)?;
+    check.lasting("auth.failure_refill", auth.failure_refill, MS, HOUR)?;
+    if production && !auth.required && !auth.open_in_production {
+        return Err(check.fail(
+            "auth.required",
+            &false,
+            "true when STEWARD_ENV=production; an instance behind a gateway that authenticates every request sets auth.open_in_production = true as well".into(),
+        ));
+    }
+    let (keys, jwt) = (&auth.api_keys, &auth.jwt);
+    // API keys live in Redis: a service without it has only the JWT scheme.
+    let api_keys = keys.enabled && backends.redis;
+    if auth.required && !api_keys && !jwt.enabled {
+        return Err(check.fail(
+            "auth.required",
+            &true,
+            "a scheme to authenticate with: auth.api_keys.enabled (API keys need Redis) or auth.jwt.enabled; or auth.required = false".into(),
+        ));
+    }
+    if api_keys {
+        if keys.hash_key.len() < MIN_AUTH_SECRET {
+            let shown = if keys.hash_key.is_empty() {
+                "\"\""
+            } else {
+                "<redacted>"
+            };
+            return Err(check.fail(
+                "auth.api_keys.hash_key",
+                &shown,
+                format!("at least {MIN_AUTH_SECRET} bytes, the same on every replica (openssl rand -hex 32; STEWARD__AUTH__API_KEYS__HASH_KEY or hash_key_file), or auth.api_keys.enabled = false"),
+            ));
+        }
+        check.within("auth.api_keys.max_keys", keys.max_keys, 1, 1_000_000)?;
+    }
+    if jwt.enabled {
+        for (key, value) in [
+            ("auth.jwt.issuer", &jwt.issuer),
+            ("auth.jwt.audience", &jwt.audience),
+        ] {
+            if value.is_empty() {
+                let expected = "the value every token must carry (a token for another issuer or audience is refused)";
+                return Err(check.fail(key, &"\"\"", expected.into()));
+            }
+        }
+        let sources = [&jwt.key_file, &jwt.jwks_file, &jwt.secret]
+            .iter()
+            .filter(|v| !v.is_empty())
+            .count();
+        if sources != 1 {
+            return Err(check.fail(
+                "auth.jwt.key_file",
+                &format!("{:?}", jwt.key_file),
+                format!("exactly one of auth.jwt.key_file, auth.jwt.jwks_file and auth.jwt.secret (or secret_file); {sources} are set"),
+            ));
+        }
+        if !jwt.secret.is_empty() && jwt.secret.len() < MIN_AUTH_SECRET {
+            return Err(check.fail(
+                "auth.jwt.secret",
+                &"<redacted>",
+                format!("at least {MIN_AUTH_SECRET} bytes (RFC 7518 asks for a key as long as the hash)"),
+            ));
+        }
+        check.lasting("auth.jwt.leeway", jwt.leeway, Duration::ZERO, 5 * MINUTE)?;
     }
     Ok(())
 }

@@ -2,15 +2,13 @@
 //!
 //! The token is compared as SHA-256 digests in constant time (`subtle`), so neither its bytes
 //! nor its length can be read from response times. Failures are throttled per client address
-//! ([`AuthThrottle`]) and written to the audit trail with the address and request id; every
+//! ([`AdminThrottle`]) and written to the audit trail with the address and request id; every
 //! admin request that passes is written there too, before it takes effect, naming the token
 //! by its id (a digest prefix, never the token).
 
-use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderValue};
@@ -25,6 +23,7 @@ use utoipa::ToSchema;
 use super::client;
 use super::error::{codes, ApiError, ErrorEnvelope};
 use super::request_id::RequestId;
+use crate::auth::FailureThrottle;
 use crate::state::EdgeState;
 use crate::telemetry::AUDIT;
 
@@ -48,58 +47,12 @@ impl AdminToken {
     }
 }
 
-/// Failed admin authentications per client address: each address may fail [`Self::BURST`]
-/// times, then once every [`Self::REFILL`]; past that it is answered 429 without the token
-/// being looked at. At most [`Self::MAX_ADDRESSES`] addresses are tracked; while that many
-/// are throttled at once, new addresses are throttled too (failing closed).
-#[derive(Default)]
-pub struct AuthThrottle {
-    addresses: Mutex<HashMap<IpAddr, Allowance>>,
-}
+/// Failed admin authentications per client address: 5 at once, then one every 12 s.
+pub struct AdminThrottle(pub FailureThrottle);
 
-struct Allowance {
-    failures_left: f64,
-    at: Instant,
-}
-
-impl AuthThrottle {
-    const BURST: f64 = 5.0;
-    const REFILL: Duration = Duration::from_secs(12);
-    const MAX_ADDRESSES: usize = 10_000;
-
-    fn refilled(allowance: &Allowance, now: Instant) -> f64 {
-        let earned = now.duration_since(allowance.at).as_secs_f64() / Self::REFILL.as_secs_f64();
-        (allowance.failures_left + earned).min(Self::BURST)
-    }
-
-    /// How long `address` must wait before trying again; `None` when it may try now.
-    fn wait(&self, address: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
-        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        if !addresses.contains_key(&address) && addresses.len() >= Self::MAX_ADDRESSES {
-            addresses.retain(|_, a| Self::refilled(a, now) < Self::BURST);
-            if addresses.len() >= Self::MAX_ADDRESSES {
-                return Some(Self::REFILL);
-            }
-        }
-        let left = addresses.get(&address).map(|a| Self::refilled(a, now))?;
-        (left < 1.0).then(|| Self::REFILL.mul_f64(1.0 - left))
-    }
-
-    /// Spends one of `address`'s failures.
-    fn failed(&self, address: IpAddr) {
-        let now = Instant::now();
-        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        let left = addresses
-            .get(&address)
-            .map_or(Self::BURST, |a| Self::refilled(a, now));
-        addresses.insert(
-            address,
-            Allowance {
-                failures_left: (left - 1.0).max(0.0),
-                at: now,
-            },
-        );
+impl Default for AdminThrottle {
+    fn default() -> Self {
+        Self(FailureThrottle::new(5, Duration::from_secs(12)))
     }
 }
 
@@ -128,7 +81,7 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
             .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
     };
     let state = req.app_data::<web::Data<EdgeState>>();
-    let throttle = req.app_data::<web::Data<AuthThrottle>>();
+    let throttle = req.app_data::<web::Data<AdminThrottle>>();
     let Some((state, throttle, expected)) =
         state.and_then(|s| Some((s, throttle?, AdminToken::new(s.admin_token.as_deref()?))))
     else {
@@ -141,7 +94,7 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
     let failures = &state.metrics.admin_auth_failures_total;
-    if let Some(wait) = throttle.wait(peer) {
+    if let Some(wait) = throttle.0.wait(peer) {
         failures.with_label_values(&["throttled"]).inc();
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         return Err(ApiError::from(codes::TOO_MANY_AUTH_FAILURES).retry_after(secs));
@@ -165,7 +118,7 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
         }
         Some(_) => "wrong token",
     };
-    throttle.failed(peer);
+    throttle.0.failed(peer);
     failures.with_label_values(&["rejected"]).inc();
     log::warn!(target: AUDIT, peer:% = peer, request_id = request_id.as_str(); "admin authentication failed ({outcome}) for {} {}", req.method(), req.path());
     Err(unauthorized())

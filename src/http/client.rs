@@ -2,26 +2,29 @@
 
 use std::net::IpAddr;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::HttpRequest;
+use actix_web::http::header::HeaderMap;
+use actix_web::{HttpMessage, HttpRequest};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
-const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+use crate::auth::{Principal, Scheme};
 
-/// Who is asking: the API key (hashed, so keys never reach Redis or logs), else the client's
-/// address — taken from `X-Forwarded-For` only when the peer is a trusted proxy.
+const FORWARDED_FOR: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("x-forwarded-for");
+
+/// Who is asking: the authenticated principal (hashed, so the names of principals never reach
+/// Redis keys), else the client's address — taken from `X-Forwarded-For` only when the peer is
+/// a trusted proxy. An unverified `X-Api-Key` is never an identity: a client could otherwise
+/// make up a new one for every request and never be limited.
 pub fn identity(req: &HttpRequest, trusted: &[IpNet]) -> String {
-    if let Some(key) = req
-        .headers()
-        .get(API_KEY)
-        .map(HeaderValue::as_bytes)
-        .filter(|k| !k.is_empty())
+    if let Some(principal) = req
+        .extensions()
+        .get::<Principal>()
+        .filter(|p| p.scheme() != Scheme::Anonymous)
     {
-        let digest = Sha256::digest(key);
+        let digest = Sha256::digest(principal.id().as_bytes());
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        return format!("key:{hex}");
+        return format!("p:{hex}");
     }
     format!("ip:{}", address(req, trusted))
 }

@@ -146,6 +146,19 @@ pub mod codes {
         "unauthorized",
         "this route needs Authorization: Bearer <admin token>",
     );
+    /// A service route was called without credentials, or with credentials that do not
+    /// verify (unknown, revoked or malformed API key; bad, expired or foreign token).
+    pub const UNAUTHENTICATED: ErrorCode = ErrorCode::new(
+        401,
+        "unauthenticated",
+        "this route needs an API key (X-Api-Key) or a bearer token (Authorization: Bearer)",
+    );
+    /// The caller is known but lacks the scope the operation needs.
+    pub const FORBIDDEN: ErrorCode = ErrorCode::new(
+        403,
+        "forbidden",
+        "the credentials lack a scope this operation needs",
+    );
     /// No such route, or no such resource.
     pub const NOT_FOUND: ErrorCode = ErrorCode::new(404, "not_found", "not found");
     /// The route does not take this method.
@@ -191,7 +204,7 @@ pub mod codes {
     pub const TOO_MANY_AUTH_FAILURES: ErrorCode = ErrorCode::new(
         429,
         "too_many_auth_failures",
-        "too many failed admin authentications from this address; retry later",
+        "too many failed authentications from this address; retry later",
     );
     /// The request head is over `server.max_head_size`.
     pub const HEAD_TOO_LARGE: ErrorCode =
@@ -271,6 +284,8 @@ pub mod codes {
         INVALID_LOG_LEVEL,
         RATE_LIMITED,
         TOO_MANY_AUTH_FAILURES,
+        UNAUTHENTICATED,
+        FORBIDDEN,
         HEAD_TOO_LARGE,
         HEADERS_TOO_LARGE,
         INTERNAL,
@@ -384,7 +399,10 @@ impl ResponseError for ApiError {
         for (name, value) in &self.0.headers {
             response.headers_mut().insert(name.clone(), value.clone());
         }
-        if self.0.status == StatusCode::UNAUTHORIZED {
+        // RFC 9110: a 401 carries a challenge; the edge's own name the schemes it accepts.
+        if self.0.status == StatusCode::UNAUTHORIZED
+            && !response.headers().contains_key(header::WWW_AUTHENTICATE)
+        {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

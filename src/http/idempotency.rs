@@ -2,9 +2,10 @@
 //! and the client scope every key is stored under.
 //!
 //! A key is stored as `<client>|<key>`, where the client is the rate limiter's identity (the
-//! hashed `X-Api-Key`, else the address), so one client's key can neither replay another's
-//! answer nor be squatted by another: `order-42` of two clients is two keys. Client
-//! identities never hold `|`, so no key of one client can spell a key of another.
+//! hashed [`Principal`](crate::Principal) id, else — for an anonymous caller — the address), so
+//! one principal's key can neither replay another's answer nor be squatted by another:
+//! `order-42` of two principals is two keys. Client identities never hold `|`, so no key of one
+//! client can spell a key of another.
 
 use actix_web::http::header::HeaderName;
 use actix_web::HttpRequest;

@@ -32,6 +32,16 @@ use crate::context::Context;
 use crate::service::Routes;
 use crate::state::{EdgeState, MetricsRoute};
 
+/// Path prefixes of steward's own routes: never shed, never behind the service's
+/// authentication (`/admin/*` has its own token).
+pub(crate) const OWN_ROUTES: [&str; 5] = [
+    "/health/",
+    "/metrics",
+    "/admin/",
+    "/version",
+    "/openapi.json",
+];
+
 /// Builds the server on an already bound `listener` (bound once at start-up, so a restart of
 /// the HTTP child reuses the port and a bind error surfaces before anything starts).
 ///
@@ -46,9 +56,10 @@ pub fn server(
     service_routes: Vec<Routes>,
 ) -> std::io::Result<Server> {
     let (admin_enabled, metrics_route) = (edge.admin_token.is_some(), edge.metrics_route);
+    let api_keys = edge.auth.api_keys().is_some();
     let (shedder, deadlines) = (edge.shedder.clone(), std::sync::Arc::clone(&edge.deadlines));
     let edge = web::Data::new(edge);
-    let admin_throttle = web::Data::new(admin::AuthThrottle::default());
+    let admin_throttle = web::Data::new(admin::AdminThrottle::default());
     let limits = settings.clone();
     let request_limits = limits::RequestLimits {
         max_head_size: settings.max_head_size,
@@ -69,6 +80,9 @@ pub fn server(
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(|cfg| {
                 routes(cfg, admin_enabled, metrics_route);
+                if admin_enabled && api_keys {
+                    crate::auth::admin_routes(cfg);
+                }
                 for service_routes in &service_routes {
                     service_routes(cfg);
                 }
@@ -77,6 +91,8 @@ pub fn server(
             // Outermost last: the request id exists before anything logs, the envelope is
             // written (for a 429 too) before the telemetry sees the final status.
             .wrap(from_fn(ratelimit::rate_limit))
+            // Before the rate limiter, which counts by the principal.
+            .wrap(from_fn(crate::auth::authenticate))
             .wrap(from_fn(head::head_as_get))
             .wrap(from_fn(move |req, next| {
                 limits::request_limits(request_limits, req, next)

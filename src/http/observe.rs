@@ -9,6 +9,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 
 use super::request_id::RequestId;
+use crate::auth::Principal;
 use crate::state::EdgeState;
 
 /// Middleware: counts and times every request under its route pattern (never the raw path,
@@ -67,6 +68,11 @@ pub async fn observe(
         .peer_addr()
         .map(|addr| addr.to_string())
         .unwrap_or_default();
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.id().to_owned())
+        .unwrap_or_default();
     let status = status.as_u16();
     log::log!(
         target: "steward::access",
@@ -76,6 +82,7 @@ pub async fn observe(
         status = status,
         duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         request_id = request_id.as_str(),
+        principal = principal.as_str(),
         peer = peer.as_str();
         "{method} {route} {status}"
     );

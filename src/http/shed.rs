@@ -41,16 +41,6 @@ use steward_actors::Metrics;
 use super::error::{codes, ApiError};
 use crate::config::SheddingSettings;
 
-/// steward's own routes, never shed: probes and scrapes must answer most when the service is
-/// busiest.
-const OWN_ROUTES: [&str; 5] = [
-    "/health/",
-    "/metrics",
-    "/admin/",
-    "/version",
-    "/openapi.json",
-];
-
 /// Windows with fewer completions than this carry too little to move a limit.
 const MIN_SAMPLES: u32 = 10;
 
@@ -93,7 +83,8 @@ impl Shedder {
     /// The limit of `route`, or `None` when it is never shed.
     fn limit(&self, route: &str) -> Option<Arc<RouteLimit>> {
         let exempt = self.settings.exempt.iter().map(String::as_str);
-        if OWN_ROUTES
+        // Probes and scrapes must answer most when the service is busiest.
+        if super::OWN_ROUTES
             .into_iter()
             .chain(exempt)
             .any(|prefix| route.starts_with(prefix))

@@ -138,7 +138,17 @@ http_timeout = "5s"
 workers_timeout = "2s"
 stores_timeout = "2s"
 timeout = "12s"
+
+[auth]
+# Open, as in development: a test that is about authentication turns it on.
+required = false
+
+[auth.api_keys]
+hash_key = "test-only-hash-key-not-a-secret-000000"
 "#;
+
+/// The API-key hash key of test instances (in [`TEST_PROFILE`], and given to a [`Process`]).
+pub const TEST_HASH_KEY: &str = "test-only-hash-key-not-a-secret-000000";
 
 /// How long [`TestApp::spawn`] and [`TestApp::until_ready`] wait for `/health/ready`.
 const READY_WITHIN: Duration = Duration::from_secs(10);
@@ -332,6 +342,22 @@ impl TestApp {
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.request(method, path)
             .bearer_auth(&self.settings.admin.token)
+    }
+
+    /// Issues an API key named `name` with `scopes` through `POST /admin/api-keys` and returns
+    /// it, to send as `X-Api-Key` to a service whose routes need credentials (spawn it with
+    /// `.env("STEWARD__AUTH__REQUIRED", "true")`). Its principal is `key:<name>`.
+    pub async fn api_key(&self, name: &str, scopes: &[&str]) -> String {
+        let reply = Reply::of(
+            self.admin(reqwest::Method::POST, "/admin/api-keys")
+                .json(&serde_json::json!({"name": name, "scopes": scopes})),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "issuing an API key: {}", reply.text);
+        reply.body["key"]
+            .as_str()
+            .expect("the issued key")
+            .to_owned()
     }
 
     /// `GET path`.

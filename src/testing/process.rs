@@ -62,6 +62,8 @@ impl Launch {
             .env("STEWARD__REDIS__URL", redis_url())
             .env("STEWARD__REDIS__KEY_PREFIX", &prefix)
             .env("STEWARD__ADMIN__TOKEN", &token)
+            // The test profile's: the binary's own production settings need one to start.
+            .env("STEWARD__AUTH__API_KEYS__HASH_KEY", super::TEST_HASH_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(db) = &db {

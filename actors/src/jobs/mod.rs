@@ -30,6 +30,8 @@ pub struct JobContext {
     pub payload: serde_json::Value,
     /// 1 on the first run.
     pub attempt: u32,
+    /// The principal that enqueued the job ([`Enqueue::principal`]), recorded at enqueue.
+    pub principal: Option<String>,
     /// The store actors, to reach Redis and PostgreSQL.
     pub stores: Stores,
     /// The end of this run (`workers.job_timeout` from its start): pass it in the store

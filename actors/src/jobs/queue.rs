@@ -41,6 +41,7 @@ local delay = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'kind', ARGV[2], 'payload', ARGV[3],
   'max_attempts', ARGV[4], 'attempts', 0, 'status', 'queued', 'created_at', now,
   'updated_at', now, 'run_at', now + delay)
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'principal', ARGV[8]) end
 if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
 else
@@ -68,8 +69,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local t = redis.call('TIME')
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', t[1] * 1000 + math.floor(t[2] / 1000))
-local job = redis.call('HMGET', KEYS[1], 'kind', 'payload', 'max_attempts')
-return {job[1], job[2], tostring(attempts), job[3]}
+local job = redis.call('HMGET', KEYS[1], 'kind', 'payload', 'max_attempts', 'principal')
+return {job[1], job[2], tostring(attempts), job[3], job[4] or ''}
 "#;
 
 /// Records the outcome and acknowledges the delivery in one step. ARGV[3] is the status;
@@ -163,6 +164,10 @@ pub struct JobStatus {
     pub updated_at: i64,
     /// Unix milliseconds before which the job does not run.
     pub run_at: i64,
+    /// The principal that enqueued it ([`Enqueue::principal`](super::Enqueue::principal));
+    /// absent when none was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// A dead letter.
@@ -187,6 +192,8 @@ pub(crate) struct NewJob<'a> {
     pub max_attempts: u32,
     pub delay: Duration,
     pub idempotency_key: Option<&'a str>,
+    /// Who asked for it; empty for nobody in particular.
+    pub principal: &'a str,
 }
 
 /// A delivery: the stream entry and the job it carries.
@@ -201,6 +208,7 @@ pub(crate) struct Started {
     pub payload: serde_json::Value,
     pub attempt: u32,
     pub max_attempts: u32,
+    pub principal: Option<String>,
 }
 
 /// How a run ended, as the queue records it.
@@ -314,6 +322,7 @@ impl Queue {
                     &delay_ms,
                     &self.max_queued,
                     &idem_ttl,
+                    &job.principal,
                 ],
             )
             .await?;
@@ -389,14 +398,17 @@ impl Queue {
     /// Marks the job running; `None` when its document expired.
     pub async fn start(&self, job: &str) -> Result<Option<Started>, StoreError> {
         let key = self.job_key(job);
-        let reply: Option<(String, String, String, String)> =
+        let reply: Option<(String, String, String, String, String)> =
             self.eval(&self.scripts.start, &[&key], &[]).await?;
-        Ok(reply.map(|(kind, payload, attempt, max_attempts)| Started {
-            kind,
-            payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-            attempt: attempt.parse().unwrap_or(1),
-            max_attempts: max_attempts.parse().unwrap_or(1),
-        }))
+        Ok(reply.map(
+            |(kind, payload, attempt, max_attempts, principal)| Started {
+                principal: Some(principal).filter(|p| !p.is_empty()),
+                kind,
+                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                attempt: attempt.parse().unwrap_or(1),
+                max_attempts: max_attempts.parse().unwrap_or(1),
+            },
+        ))
     }
 
     /// Records how a delivery ended and acknowledges it.
@@ -461,6 +473,7 @@ impl Queue {
             created_at: number("created_at"),
             updated_at: number("updated_at"),
             run_at: number("run_at"),
+            principal: text("principal"),
         }))
     }
 

@@ -70,6 +70,10 @@ pub struct Enqueue {
     pub delay: Duration,
     /// Scoped by the caller (a client's keys must not meet another's).
     pub idempotency_key: Option<String>,
+    /// Who asked for the job (`Principal::id` at the HTTP edge): kept in its document and
+    /// handed to its runs, so a handler acts for that principal and a status route can refuse
+    /// to show the job to anyone else. `None` for jobs nobody in particular asked for.
+    pub principal: Option<String>,
 }
 
 /// The job an enqueue created or found.
@@ -194,6 +198,7 @@ impl JobWorker {
                         kind: job.kind.clone(),
                         payload: job.payload,
                         attempt: job.attempt,
+                        principal: job.principal,
                         stores,
                         deadline: Deadline::after(config.job_timeout),
                     };
@@ -323,6 +328,7 @@ impl JobWorker {
                     max_attempts: SCHEDULED_ATTEMPTS,
                     delay: Duration::ZERO,
                     idempotency_key: Some(&key),
+                    principal: "",
                 };
                 queue.enqueue(&job).await
             };
@@ -405,6 +411,7 @@ impl Handler<Enqueue> for JobWorker {
                 max_attempts: msg.max_attempts,
                 delay: msg.delay,
                 idempotency_key: msg.idempotency_key.as_deref(),
+                principal: msg.principal.as_deref().unwrap_or_default(),
             };
             let (created, id) = queue.enqueue(&job).await.inspect_err(|error| {
                 if matches!(error, StoreError::Full(_)) {

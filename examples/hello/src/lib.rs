@@ -32,11 +32,16 @@ impl Job for Greet {
         Ok(json!(format!("hello, {}", job.payload)))
     }
 }
-async fn hello(ctx: Context, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn hello(
+    ctx: Context,
+    by: Principal,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let count = ctx.actor::<Tally>()?.send(Count(false)).await?;
     let job = ctx.jobs().enqueue::<Greet>(name.to_string()).await?.id;
     let greeting = format!("hello, {name}{}", "!".repeat(ctx.config::<Hello>().exclaim.into()));
-    Ok(HttpResponse::Ok().json(json!({"greeting": greeting, "count": count, "job": job})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"greeting": greeting, "count": count, "job": job, "by": by.id()})))
 }
 async fn boom(ctx: Context) -> Result<HttpResponse, ApiError> {
     ctx.actor::<Tally>()?.do_send(Count(true));
@@ -53,6 +58,7 @@ pub fn service() -> Service {
         .config::<Hello>()
         .post("/hello/{name}", hello)
         .get("/nobody", || async { Err::<HttpResponse, _>(ApiError::from(NOBODY)) })
+        .public("/nobody") // no credentials needed, even where auth.required is on
         .post("/boom", boom)
         .actor("tally", |_| Tally(0))
         .job::<Greet>()

@@ -118,3 +118,16 @@ async fn hello_degrades_without_redis_and_recovers_with_it() {
     .await;
     assert_eq!(app.shutdown().await.exit_code, 0);
 }
+
+#[actix_rt::test]
+async fn with_auth_required_hello_needs_a_key_except_on_its_public_route() {
+    let app = TestApp::with(hello::service()).env("STEWARD__AUTH__REQUIRED", "true").spawn().await;
+    app.post("/hello/ann", &json!(null)).await.assert_error(codes::UNAUTHENTICATED);
+    let nobody = steward::ErrorCode::new(404, "nobody", "there is nobody to greet here");
+    app.get("/nobody").await.assert_error(nobody); // public: hello's own 404, not a 401
+
+    let key = app.api_key("greeter", &[]).await;
+    let request = app.request(reqwest::Method::POST, "/hello/ann").header("x-api-key", key);
+    let reply = steward::testing::Reply::of(request).await;
+    assert_eq!((reply.status, &reply.body["by"]), (200, &json!("key:greeter")), "{}", reply.text);
+}

@@ -13,10 +13,12 @@ use steward::ApiError;
 
 use crate::config::AccountsConfig;
 use crate::errors;
-use crate::ledger::{self, Account, Ledger, Transfer};
+use crate::ledger::{self, Account, Ledger, Transfer, Viewer};
 use crate::openapi::AccountId;
 use steward::http::pagination::{encode, Page, PageQuery};
-use steward::{Context, RequestDeadline};
+use steward::{Context, Principal, RequestDeadline};
+
+use super::viewer;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +57,7 @@ fn not_found(id: i64) -> ApiError {
 )]
 pub async fn create(
     ctx: Context,
+    principal: Principal,
     deadline: RequestDeadline,
     body: web::Json<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
@@ -70,7 +73,7 @@ pub async fn create(
         return Err(errors::INVALID_BALANCE.into());
     }
     let ledger = Ledger::new(&ctx, *deadline)?;
-    let account = ledger::create_account(&ledger, name, initial_balance).await?;
+    let account = ledger::create_account(&ledger, principal.id(), name, initial_balance).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/accounts/{}", account.id)))
         .json(account))
@@ -98,6 +101,7 @@ async fn load(db: &Ledger, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
 )]
 pub async fn get(
     ctx: Context,
+    principal: Principal,
     id: web::Path<i64>,
     deadline: RequestDeadline,
     req: HttpRequest,
@@ -134,11 +138,16 @@ pub async fn get(
         Some(result) => result?,
         None => load(&db, id).await?,
     };
+    // Another principal's account does not exist as far as this one can tell.
+    let visible = |body: &[u8]| match viewer(&principal) {
+        Viewer::All => true,
+        viewer => serde_json::from_slice::<Account>(body).is_ok_and(|a| viewer.sees(&a.owner)),
+    };
     match body {
-        Some(body) => Ok(HttpResponse::Ok()
+        Some(body) if visible(&body) => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body(body)),
-        None => Err(not_found(id)),
+        _ => Err(not_found(id)),
     }
 }
 
@@ -152,12 +161,14 @@ pub async fn get(
 )]
 pub async fn list(
     ctx: Context,
+    principal: Principal,
     deadline: RequestDeadline,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.parse()?;
     let ledger = Ledger::new(&ctx, *deadline)?;
-    let found = ledger::accounts(&ledger, page.after.unwrap_or(0), page.limit).await?;
+    let after = page.after.unwrap_or(0);
+    let found = ledger::accounts(&ledger, viewer(&principal), after, page.limit).await?;
     Ok(HttpResponse::Ok().json(Page::keyset(found, page.limit as usize, |a| encode(a.id))))
 }
 
@@ -174,6 +185,7 @@ pub async fn list(
 )]
 pub async fn transfers(
     ctx: Context,
+    principal: Principal,
     id: web::Path<i64>,
     deadline: RequestDeadline,
     query: web::Query<PageQuery>,
@@ -182,7 +194,7 @@ pub async fn transfers(
     let page = query.parse()?;
     let before = page.after.unwrap_or(i64::MAX);
     let ledger = Ledger::new(&ctx, *deadline)?;
-    let found = ledger::transfers_of(&ledger, id, before, page.limit)
+    let found = ledger::transfers_of(&ledger, viewer(&principal), id, before, page.limit)
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok(HttpResponse::Ok().json(Page::keyset(found, page.limit as usize, |t| encode(t.id))))

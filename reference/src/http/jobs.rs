@@ -16,7 +16,10 @@ use crate::errors;
 use crate::openapi::JobId;
 use steward::http::idempotency;
 use steward::http::pagination::{page_limit, Page};
-use steward::Context;
+use steward::{Context, Principal, RequestDeadline};
+
+use super::{viewer, ADMIN_SCOPE};
+use crate::ledger::{self, Ledger};
 
 /// What a client refused by a full queue is told to wait, in seconds.
 const QUEUE_FULL_RETRY_SECS: u64 = 5;
@@ -71,6 +74,35 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Kinds that act on the whole ledger, not on the caller's accounts.
+const ADMIN_KINDS: [&str; 2] = ["ledger.reconcile", "ledger.prune_idempotency_keys"];
+
+/// Whether `principal` may queue `job`: maintenance kinds need [`ADMIN_SCOPE`]; a statement
+/// needs an account the principal sees (404 otherwise, as for any account it does not own).
+async fn may_enqueue(
+    ctx: &Context,
+    principal: &Principal,
+    deadline: steward::Deadline,
+    job: &NewJob,
+) -> Result<(), ApiError> {
+    if ADMIN_KINDS.contains(&job.kind.as_str()) {
+        return principal.require_scope(ADMIN_SCOPE);
+    }
+    if job.kind != "ledger.statement" {
+        return Ok(());
+    }
+    let viewer = viewer(principal);
+    let Some(id) = job.payload.get("account_id").and_then(|id| id.as_i64()) else {
+        return Ok(()); // the job refuses the payload itself
+    };
+    let account = ledger::account(&Ledger::new(ctx, deadline)?, id).await?;
+    if account.is_some_and(|a| viewer.sees(&a.owner)) {
+        return Ok(());
+    }
+    let message = format!("account {id} does not exist");
+    Err(ApiError::new(errors::ACCOUNT_NOT_FOUND, message))
+}
+
 /// `POST /v1/jobs {"kind", "payload", "max_attempts"?, "delay_ms"?}` with an optional
 /// `Idempotency-Key` (the same key answers with the same job): 202 with its id and Location.
 #[utoipa::path(
@@ -88,10 +120,13 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
 )]
 pub async fn create(
     ctx: Context,
+    principal: Principal,
+    deadline: RequestDeadline,
     req: HttpRequest,
     body: web::Json<NewJob>,
 ) -> Result<HttpResponse, ApiError> {
     let job = body.into_inner();
+    may_enqueue(&ctx, &principal, *deadline, &job).await?;
     let jobs = ctx.jobs();
     if !jobs.knows(&job.kind) {
         let known = jobs.kinds().join(", ");
@@ -113,6 +148,7 @@ pub async fn create(
         max_attempts,
         delay: Duration::from_millis(job.delay_ms),
         idempotency_key,
+        principal: Some(principal.id().to_owned()),
     };
     let enqueued = jobs.submit(enqueue).await.map_err(|error| match error {
         StoreError::Invalid(message) => ApiError::new(errors::UNKNOWN_JOB_KIND, message),
@@ -139,7 +175,11 @@ pub async fn create(
         (status = 404, description = "No such job (or its status expired)", body = ErrorEnvelope),
     )
 )]
-pub async fn get(ctx: Context, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    ctx: Context,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     valid_id(&id)?;
     let status = ctx
         .jobs()
@@ -148,7 +188,9 @@ pub async fn get(ctx: Context, id: web::Path<String>) -> Result<HttpResponse, Ap
             id: id.into_inner(),
         })
         .await??;
+    // Another principal's job does not exist as far as this one can tell.
     status
+        .filter(|s| viewer(&principal).sees(s.principal.as_deref().unwrap_or_default()))
         .map(|s| HttpResponse::Ok().json(s))
         .ok_or_else(not_found)
 }
@@ -171,9 +213,18 @@ pub struct DeadQuery {
     path = "/v1/jobs/dead",
     tag = "jobs",
     params(DeadQuery),
-    responses((status = 200, description = "Dead letters, oldest first", body = Page<DeadJob>))
+    responses(
+        (status = 200, description = "Dead letters, oldest first", body = Page<DeadJob>),
+        (status = 403, description = "Without the ledger:admin scope", body = ErrorEnvelope),
+    )
 )]
-pub async fn dead(ctx: Context, query: web::Query<DeadQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn dead(
+    ctx: Context,
+    principal: Principal,
+    query: web::Query<DeadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    // Every principal's failures, payloads included: an operator's view.
+    principal.require_scope(ADMIN_SCOPE)?;
     let limit = page_limit(query.limit)? as usize;
     // Cursors are dead-letter entry ids ("<ms>-<seq>"), opaque to clients.
     if let Some(cursor) = &query.cursor {
@@ -207,10 +258,16 @@ pub async fn dead(ctx: Context, query: web::Query<DeadQuery>) -> Result<HttpResp
     responses(
         (status = 202, description = "Queued again", body = JobAccepted,
             headers(("Location" = String, description = "/v1/jobs/{id}"))),
+        (status = 403, description = "Without the ledger:admin scope", body = ErrorEnvelope),
         (status = 404, description = "No such dead job", body = ErrorEnvelope),
     )
 )]
-pub async fn retry(ctx: Context, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn retry(
+    ctx: Context,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_scope(ADMIN_SCOPE)?;
     valid_id(&id)?;
     let id = id.into_inner();
     let retried = ctx

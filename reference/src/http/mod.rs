@@ -9,6 +9,21 @@ pub(crate) mod locks;
 pub(crate) mod transfers;
 
 use actix_web::web;
+use steward::Principal;
+
+use crate::ledger::Viewer;
+
+/// The scope that sees every account and job, not only the caller's own.
+pub const ADMIN_SCOPE: &str = "ledger:admin";
+
+/// Whose accounts `principal` sees: its own, or everyone's with [`ADMIN_SCOPE`].
+pub(crate) fn viewer(principal: &Principal) -> Viewer<'_> {
+    if principal.has_scope(ADMIN_SCOPE) {
+        Viewer::All
+    } else {
+        Viewer::Owner(principal.id())
+    }
+}
 
 /// Every route of the reference API, for `Service::routes`.
 pub fn routes(cfg: &mut web::ServiceConfig) {

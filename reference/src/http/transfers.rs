@@ -12,7 +12,7 @@ use steward::ApiError;
 use crate::errors;
 use crate::ledger::{self, Ledger, Transfer, TransferAnswer, TransferRefusal, TransferRequest};
 use steward::http::idempotency;
-use steward::{Context, Deadline, RequestDeadline};
+use steward::{Context, Deadline, Principal, RequestDeadline};
 
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -34,26 +34,29 @@ const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 )]
 pub async fn create(
     ctx: Context,
+    principal: Principal,
     deadline: RequestDeadline,
     req: HttpRequest,
     body: web::Json<TransferRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency::scoped_key(&req)?
         .ok_or_else(|| ApiError::from(errors::MISSING_IDEMPOTENCY_KEY))?;
-    let request = body.into_inner();
+    let mut request = body.into_inner();
+    request.debitor = principal.id().to_owned();
     if request.amount <= 0 {
         return Err(errors::INVALID_AMOUNT.into());
     }
     if request.from == request.to {
         return Err(errors::SAME_ACCOUNT.into());
     }
+    let (from, to) = (request.from, request.to);
     let answer = match ledger::transfer(&Ledger::new(&ctx, *deadline)?, key, request).await {
         Ok(answer) => answer,
         Err(TransferRefusal::KeyReused) => return Err(errors::IDEMPOTENCY_KEY_REUSED.into()),
         Err(TransferRefusal::Store(error)) => return Err(error.into()),
     };
     if answer.status == 201 && !answer.replayed {
-        invalidate(&ctx, [request.from, request.to]).await;
+        invalidate(&ctx, [from, to]).await;
     }
     respond(answer)
 }

@@ -81,3 +81,49 @@ impl Accounts for TestApp {
         reply.body["id"].as_i64().expect("an account id")
     }
 }
+
+/// Requests made as the principal of an API key (`key:<name>`), issued through the admin API.
+pub struct Caller<'a> {
+    pub app: &'a TestApp,
+    pub key: String,
+}
+
+impl<'a> Caller<'a> {
+    /// Issues a key named `name` with `scopes` on `app`.
+    pub async fn issue(app: &'a TestApp, name: &str, scopes: &[&str]) -> Self {
+        let key = app.api_key(name, scopes).await;
+        Self { app, key }
+    }
+
+    /// A request carrying the key.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.app
+            .request(method, path)
+            .header("x-api-key", &self.key)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::of(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> Reply {
+        Reply::of(self.request(reqwest::Method::POST, path).json(body)).await
+    }
+
+    /// Opens an account and returns its id.
+    pub async fn account(&self, initial_balance: i64) -> i64 {
+        let body = serde_json::json!({"name": "holder", "initial_balance": initial_balance});
+        let reply = self.post("/v1/accounts", &body).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.body["id"].as_i64().expect("an account id")
+    }
+
+    /// `POST /v1/transfers` with `Idempotency-Key: idempotency_key`.
+    pub async fn transfer(&self, idempotency_key: &str, body: &serde_json::Value) -> Reply {
+        let request = self
+            .request(reqwest::Method::POST, "/v1/transfers")
+            .header("idempotency-key", idempotency_key)
+            .json(body);
+        Reply::of(request).await
+    }
+}
