@@ -168,7 +168,8 @@ async fn eviction(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) ->
     let bounded = !matches!(limit.as_str(), "" | "0");
     let at_risk = format!(
         "held locks and the fencing counter ({prefix}lock:*), rate-limit windows ({prefix}rl:*), \
-         queued jobs and their state ({prefix}jobs:*, {prefix}job:*)"
+         queued jobs and their state ({prefix}jobs:*, {prefix}job:*), the API keys \
+         ({prefix}auth:api-keys: every caller with a key would get 401)"
     );
     let fix = "CONFIG SET maxmemory-policy volatile-lru (and in redis.conf)";
     match policy.as_str() {

@@ -39,10 +39,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 pub const INVALID_NAME: ErrorCode =
     ErrorCode::new(422, "invalid_name", "a name is 1 to 64 bytes of UTF-8");
 
-/// `POST /v1/greetings/{name}`: counts the greeting in PostgreSQL and answers it. The
-/// statement carries the request's deadline (`[deadlines]`, or a client's `Request-Timeout`).
+/// `POST /v1/greetings/{name}`: counts the greeting in PostgreSQL and answers it, naming who
+/// asked (the caller's principal: an API key's, a token's, or `anonymous` where
+/// `auth.required` is off). The statement carries the request's deadline (`[deadlines]`, or a
+/// client's `Request-Timeout`).
 async fn greet(
     ctx: Context,
+    by: Principal,
     deadline: RequestDeadline,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -60,7 +63,8 @@ async fn greet(
     let rows = ctx.db()?.send(counted).await??;
     let count: i64 = rows.first().map_or(0, |row| row.get(0));
     let word = &ctx.config::<Greetings>().word;
-    Ok(HttpResponse::Ok().json(json!({"greeting": format!("{word}, {name}"), "count": count})))
+    let greeting = format!("{word}, {name}");
+    Ok(HttpResponse::Ok().json(json!({"greeting": greeting, "count": count, "by": by.id()})))
 }
 
 /// {{name}}, declared: what `main` runs and what the tests start.
