@@ -99,6 +99,9 @@ pub struct Authenticator {
     /// `WWW-Authenticate` of a 401: one challenge per scheme on.
     challenge: HeaderValue,
     metrics: Arc<Metrics>,
+    /// The anonymous principal of an open service, made once: cloning it is a few reference
+    /// counts, where making one per request would allocate.
+    open: Principal,
 }
 
 /// A credential as the request carried it.
@@ -144,6 +147,7 @@ impl Authenticator {
             public,
             challenge,
             metrics,
+            open: Principal::open(),
         }
     }
 
@@ -312,7 +316,7 @@ pub(crate) async fn authenticate<B: MessageBody + 'static>(
         .map_or(Deadline::NONE, |d| d.0);
     let outcome = match credential(req.headers()) {
         Ok(Some(credential)) => auth.principal(credential, peer, deadline).await,
-        Ok(None) if !auth.required => Ok(Principal::open()),
+        Ok(None) if !auth.required => Ok(auth.open.clone()),
         Ok(None) => Err(Refusal::Missing),
         Err(reason) => match auth.throttle.wait(peer) {
             Some(wait) => Err(Refusal::Throttled(wait)),
