@@ -9,6 +9,7 @@
 //! under `x-error-codes` of the error envelope's schema.
 
 use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -16,8 +17,9 @@ use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseB
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::admin as auth_admin;
+use crate::auth::is_public;
 use crate::http::error::{codes, ErrorCode};
-use crate::http::{admin, health, meta, OWN_ROUTES};
+use crate::http::{admin, health, meta};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -118,37 +120,49 @@ const EDGE: [(&str, &str); 8] = [
     ("504", "A store did not answer in time (Retry-After)"),
 ];
 
+/// Calls `change` with the path and each operation of the document.
+fn each_operation(openapi: &mut Document, mut change: impl FnMut(&str, &mut Operation)) {
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            change(path, operation);
+        }
+    }
+}
+
+/// Adds a `status` answered with the error envelope, for `why`, unless the operation lists it.
+fn add_error(operation: &mut Operation, status: &str, why: &str) {
+    operation
+        .responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            let envelope = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                .build();
+            ResponseBuilder::new()
+                .description(why)
+                .content("application/json", envelope)
+                .into()
+        });
+}
+
 /// Adds the [`EDGE`] responses, as error envelopes, to every operation that does not list
 /// them itself.
 struct EdgeResponses;
 
 impl Modify for EdgeResponses {
     fn modify(&self, openapi: &mut Document) {
-        let envelope = ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-            .build();
-        for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-            ] {
-                let Some(operation) = operation else { continue };
-                for (status, why) in EDGE {
-                    operation
-                        .responses
-                        .responses
-                        .entry(status.to_owned())
-                        .or_insert_with(|| {
-                            ResponseBuilder::new()
-                                .description(why)
-                                .content("application/json", envelope.clone())
-                                .into()
-                        });
-                }
+        each_operation(openapi, |_, operation| {
+            for (status, why) in EDGE {
+                add_error(operation, status, why);
             }
-        }
+        });
     }
 }
 
@@ -187,45 +201,20 @@ impl Modify for ServiceAuth<'_> {
                     .build(),
             ),
         );
-        let envelope = ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-            .build();
-        let open = |path: &str| {
-            OWN_ROUTES
-                .iter()
-                .copied()
-                .chain(self.public.iter().map(String::as_str))
-                .any(|prefix| path.starts_with(prefix))
-        };
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-            ] {
-                let Some(operation) = operation else { continue };
-                if open(path) {
-                    if operation.security.is_none() {
-                        operation.security = Some(vec![SecurityRequirement::default()]);
-                    }
-                    continue;
-                }
-                operation.security = Some(vec![
-                    SecurityRequirement::new("api_key", Vec::<String>::new()),
-                    SecurityRequirement::new("bearer_jwt", Vec::<String>::new()),
-                ]);
-                let responses = &mut operation.responses.responses;
-                // 403 is the handler's to declare: only it knows which scopes it needs.
-                responses.entry("401".to_owned()).or_insert_with(|| {
-                    ResponseBuilder::new()
-                        .description(
-                            "No credentials, or credentials that do not verify (WWW-Authenticate)",
-                        )
-                        .content("application/json", envelope.clone())
-                        .into()
-                });
+        each_operation(openapi, |path, operation| {
+            if is_public(path, self.public) {
+                operation
+                    .security
+                    .get_or_insert_with(|| vec![SecurityRequirement::default()]);
+                return;
             }
-        }
+            operation.security = Some(vec![
+                SecurityRequirement::new("api_key", Vec::<String>::new()),
+                SecurityRequirement::new("bearer_jwt", Vec::<String>::new()),
+            ]);
+            // 403 is the handler's to declare: only it knows which scopes it needs.
+            let why = "No credentials, or credentials that do not verify (WWW-Authenticate)";
+            add_error(operation, "401", why);
+        });
     }
 }

@@ -161,14 +161,6 @@ impl Authenticator {
         self.verified.forget_key(id);
     }
 
-    fn exempt(&self, path: &str) -> bool {
-        crate::http::OWN_ROUTES
-            .iter()
-            .copied()
-            .chain(self.public.iter().map(String::as_str))
-            .any(|prefix| path.starts_with(prefix))
-    }
-
     /// The principal of a request that carries `credential`.
     async fn principal(
         &self,
@@ -259,6 +251,16 @@ impl Authenticator {
     }
 }
 
+/// Whether `path` is let through without credentials: steward's own routes and the service's
+/// `public` prefixes.
+pub(crate) fn is_public(path: &str, public: &[String]) -> bool {
+    crate::http::OWN_ROUTES
+        .iter()
+        .copied()
+        .chain(public.iter().map(String::as_str))
+        .any(|prefix| path.starts_with(prefix))
+}
+
 /// The `Instant` of a Unix time in seconds (now, if it has passed).
 fn instant_of(unix_secs: u64) -> Instant {
     let now = SystemTime::now()
@@ -306,7 +308,7 @@ pub(crate) async fn authenticate<B: MessageBody + 'static>(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let auth = &state.auth;
-    if auth.exempt(req.path()) {
+    if is_public(req.path(), &auth.public) {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let peer = client::address(req.request(), &state.trusted_proxies);

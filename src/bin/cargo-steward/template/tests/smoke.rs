@@ -15,8 +15,9 @@ async fn greets_counts_and_refuses_a_name_too_long() {
     let app = TestApp::spawn({{crate_name}}::service()).await;
     let first = app.post("/v1/greetings/ann", &json!(null)).await;
     assert_eq!(first.status, 200, "{}", first.text);
-    let by = "anonymous"; // the test profile leaves auth.required off
-    assert_eq!(first.body, json!({"greeting": "hello, ann", "count": 1, "by": by}));
+    // "by": the caller's principal; the test profile leaves auth.required off.
+    let expected = json!({"greeting": "hello, ann", "count": 1, "by": "anonymous"});
+    assert_eq!(first.body, expected);
     assert_eq!(
         app.post("/v1/greetings/ann", &json!(null)).await.body["count"],
         2
