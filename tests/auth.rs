@@ -492,3 +492,48 @@ async fn a_jwt_key_that_cannot_be_loaded_is_a_configuration_error_naming_its_key
         }
     }
 }
+
+#[actix_rt::test]
+async fn an_es256_key_verifies_es256_tokens_only() {
+    let mut scalar = [0u8; 32];
+    rand::rng().fill(&mut scalar);
+    let signing = p256::ecdsa::SigningKey::from_slice(&scalar).expect("a P-256 scalar");
+    let point = signing.verifying_key().to_sec1_point(false);
+    // PKCS#8 (an RFC 5915 ECPrivateKey with its public key) and SubjectPublicKeyInfo of a
+    // P-256 key.
+    let pkcs8 = [
+        &hex_bytes("308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420")[..],
+        &scalar[..],
+        &hex_bytes("a144034200")[..],
+        point.as_bytes(),
+    ]
+    .concat();
+    let spki = [
+        &hex_bytes("3059301306072a8648ce3d020106082a8648ce3d030107034200")[..],
+        point.as_bytes(),
+    ]
+    .concat();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        STANDARD.encode(spki)
+    );
+    let key_file = temp_file("es256.pem", &pem);
+    let app = spawn(&borrowed(&jwt_vars(key_file.to_str().unwrap()))).await;
+    let key = EncodingKey::from_ec_der(&pkcs8);
+    let es256 = encode(&Header::new(Algorithm::ES256), &claims("erin", ""), &key).unwrap();
+    let me = with_token(&app, "/v1/whoami", &es256).await;
+    assert_eq!(
+        (me.status, &me.body["id"]),
+        (200, &json!("jwt:erin")),
+        "{}",
+        me.text
+    );
+    // The same key material cannot make the verifier take another algorithm.
+    let hs = encode(
+        &Header::new(Algorithm::HS256),
+        &claims("erin", ""),
+        &EncodingKey::from_secret(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(with_token(&app, "/v1/whoami", &hs).await.status, 401);
+}
