@@ -31,11 +31,12 @@ const SECRET_HEX: usize = 64;
 
 static LOOKUP: LazyLock<LuaScript> =
     LazyLock::new(|| LuaScript::new("return redis.call('HGET', KEYS[1], ARGV[1])"));
-/// Adds a record unless `max_keys` (ARGV[3]) exist: 1 added, -1 full.
+/// Adds a record unless `max_keys` (ARGV[3]) exist: 1 added, -1 full, 0 the id is taken
+/// (64 random bits: not expected, but never an overwrite of another key).
 static ISSUE: LazyLock<LuaScript> = LazyLock::new(|| {
     LuaScript::new(
         "if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
-         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1",
+         return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])",
     )
 });
 static LIST: LazyLock<LuaScript> =
@@ -194,8 +195,13 @@ impl ApiKeys {
             .script(&ISSUE, args, Deadline::NONE)
             .await
             .map_err(IssueError::Store)?;
-        if redis::from_redis_value::<i64>(reply).unwrap_or(-1) < 0 {
-            return Err(IssueError::Full(self.max_keys));
+        match redis::from_redis_value::<i64>(reply) {
+            Ok(1) => {}
+            Ok(-1) => return Err(IssueError::Full(self.max_keys)),
+            _ => {
+                let taken = StoreError::Internal(format!("API key id {id} exists; issue again"));
+                return Err(IssueError::Store(taken));
+            }
         }
         let Record { info, .. } = record;
         Ok(IssuedKey {

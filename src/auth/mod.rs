@@ -67,6 +67,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
+use ipnet::IpNet;
 use steward_actors::{Deadline, Metrics, StoreError};
 
 pub(crate) use admin::routes as admin_routes;
@@ -161,12 +162,13 @@ impl Authenticator {
         self.verified.forget_key(id);
     }
 
-    /// The principal of a request that carries `credential`.
+    /// The principal of `req`, which carries `credential`. A credential verified recently
+    /// costs a digest and a map lookup; the address and the deadline are read only on a miss.
     async fn principal(
         &self,
         credential: Credential<'_>,
-        peer: IpAddr,
-        deadline: Deadline,
+        req: &ServiceRequest,
+        trusted: &[IpNet],
     ) -> Result<Principal, Refusal> {
         let (tag, text) = match credential {
             Credential::ApiKey(key) => (&b"key"[..], key),
@@ -176,9 +178,13 @@ impl Authenticator {
         if let Some(principal) = self.verified.get(&digest) {
             return Ok(principal);
         }
-        if let Some(wait) = self.throttle.wait(peer) {
+        if let Some(wait) = self.throttle.wait(client::address(req.request(), trusted)) {
             return Err(Refusal::Throttled(wait));
         }
+        let deadline = req
+            .extensions()
+            .get::<RequestDeadline>()
+            .map_or(Deadline::NONE, |d| d.0);
         let verifications = &self.metrics.auth_verifications_total;
         let (principal, expires) = match credential {
             Credential::ApiKey(key) => {
@@ -311,16 +317,12 @@ pub(crate) async fn authenticate<B: MessageBody + 'static>(
     if is_public(req.path(), &auth.public) {
         return Ok(next.call(req).await?.map_into_left_body());
     }
-    let peer = client::address(req.request(), &state.trusted_proxies);
-    let deadline = req
-        .extensions()
-        .get::<RequestDeadline>()
-        .map_or(Deadline::NONE, |d| d.0);
+    let trusted = &state.trusted_proxies;
     let outcome = match credential(req.headers()) {
-        Ok(Some(credential)) => auth.principal(credential, peer, deadline).await,
+        Ok(Some(credential)) => auth.principal(credential, &req, trusted).await,
         Ok(None) if !auth.required => Ok(auth.open.clone()),
         Ok(None) => Err(Refusal::Missing),
-        Err(reason) => match auth.throttle.wait(peer) {
+        Err(reason) => match auth.throttle.wait(client::address(req.request(), trusted)) {
             Some(wait) => Err(Refusal::Throttled(wait)),
             None => Err(Refusal::Rejected(reason)),
         },
@@ -331,6 +333,7 @@ pub(crate) async fn authenticate<B: MessageBody + 'static>(
             Ok(next.call(req).await?.map_into_left_body())
         }
         Err(refusal) => {
+            let peer = client::address(req.request(), trusted);
             let response = auth.refuse(refusal, &req, peer).error_response();
             Ok(req.into_response(response).map_into_right_body())
         }
