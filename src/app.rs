@@ -29,7 +29,7 @@ use steward_actors::{
 };
 use tokio_postgres::NoTls;
 
-use crate::auth::{ApiKeys, Authenticator, JwtVerifier};
+use crate::auth::{Authenticator, JwtVerifier};
 use crate::config::{parse_net, ConfigError, Loaded, Origin, ServerSettings, Settings};
 use crate::context::{Context, Parts};
 use crate::http::deadline::Deadlines;
@@ -117,6 +117,14 @@ impl Application {
             .chain(service.breakers.iter().map(|name| breaker(name)))
             .collect();
         let (queues, jobs) = job_queues(&service.jobs, &settings);
+        let auth = Arc::new(authenticator(
+            backends.redis,
+            &service.public,
+            &stores,
+            &settings,
+            &metrics,
+            loaded,
+        )?);
         let context = Context::new(Parts {
             name: service.name,
             settings: Arc::clone(&settings),
@@ -128,16 +136,8 @@ impl Application {
             metrics: Arc::clone(&metrics),
             readiness: readiness.clone(),
             breakers: Arc::clone(&breakers),
+            api_keys: auth.api_keys().cloned(),
         });
-
-        let auth = Arc::new(authenticator(
-            backends.redis,
-            &service.public,
-            &stores,
-            &settings,
-            &metrics,
-            loaded,
-        )?);
 
         let mut children = Vec::new();
         let mut dependencies = Vec::new();
@@ -697,13 +697,7 @@ fn authenticator(
 ) -> Result<Authenticator, StartError> {
     let auth = &settings.auth;
     // Kept in Redis: a service without it has no API keys (config validation said so).
-    let api_keys = (auth.api_keys.enabled && uses_redis).then(|| {
-        ApiKeys::new(
-            auth.api_keys.hash_key.as_bytes(),
-            auth.api_keys.max_keys,
-            stores.cache.clone(),
-        )
-    });
+    let api_keys = (auth.api_keys.enabled && uses_redis).then(|| stores.cache.clone());
     let jwt = match auth.jwt.enabled {
         false => None,
         true => Some(JwtVerifier::new(&auth.jwt).map_err(|(key, expected)| {

@@ -16,6 +16,7 @@ use steward_actors::ratelimit::LimiterActor;
 use steward_actors::stores::Stores;
 use steward_actors::{Breaker, Metrics, Readiness, Slot, StoreError};
 
+use crate::auth::ApiKeys;
 use crate::config::{Section, Settings};
 use crate::http::error::ApiError;
 use crate::jobs::{current, Jobs};
@@ -55,6 +56,7 @@ pub(crate) struct Parts {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub breakers: Arc<[Breaker]>,
+    pub api_keys: Option<ApiKeys>,
 }
 
 impl Context {
@@ -154,6 +156,13 @@ impl Context {
     /// dependency declared with `Service::breaker`: to see its state, or to wrap calls.
     pub fn breaker(&self, store: &str) -> Option<&Breaker> {
         self.0.breakers.iter().find(|b| b.store() == store)
+    }
+
+    /// The service's API keys (`[auth.api_keys]`), to issue, list and revoke them from a route
+    /// of its own — keys for its own users, say — as `/admin/api-keys` does for operators;
+    /// `None` when the scheme is off or the service does not use Redis.
+    pub fn api_keys(&self) -> Option<&ApiKeys> {
+        self.0.api_keys.as_ref()
     }
 
     /// Whether the instance takes traffic (off once a shutdown has begun).

@@ -26,11 +26,39 @@ async fn report(principal: Principal) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({"for": principal.id()})))
 }
 
+/// A service's own key issuance: a principal with `keys:issue` gets keys for its users.
+async fn issue_for_user(
+    ctx: Context,
+    principal: Principal,
+    user: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_scope("keys:issue")?;
+    let keys = ctx
+        .api_keys()
+        .ok_or_else(|| ApiError::from(steward::codes::NOT_FOUND))?;
+    let issued = keys.issue(user.into_inner(), vec![]).await?;
+    Ok(HttpResponse::Created().json(json!({"id": issued.id, "key": issued.key})))
+}
+
+async fn revoke_for_user(ctx: Context, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let keys = ctx
+        .api_keys()
+        .ok_or_else(|| ApiError::from(steward::codes::NOT_FOUND))?;
+    match keys.revoke(&id).await? {
+        true => Ok(HttpResponse::NoContent().finish()),
+        false => Err(ApiError::from(steward::codes::NOT_FOUND)),
+    }
+}
+
 fn service() -> Service {
     Service::new("authed")
         .backends(Backends::REDIS)
         .get("/v1/whoami", whoami)
         .get("/v1/report", report)
+        .post("/v1/users/{user}/key", issue_for_user)
+        .routes(|cfg| {
+            cfg.route("/v1/keys/{id}", web::delete().to(revoke_for_user));
+        })
         .public("/v1/public/")
         .get("/v1/public/ping", whoami)
 }
@@ -536,4 +564,42 @@ async fn an_es256_key_verifies_es256_tokens_only() {
     )
     .unwrap();
     assert_eq!(with_token(&app, "/v1/whoami", &hs).await.status, 401);
+}
+
+#[actix_rt::test]
+async fn a_service_issues_and_revokes_keys_from_its_own_routes() {
+    let app = spawn(&[("STEWARD__AUTH__CACHE_TTL", "1m")]).await;
+    let issuer = app.api_key("signup", &["keys:issue"]).await;
+    let post = |path: &str, key: &str| {
+        let request = app
+            .request(reqwest::Method::POST, path)
+            .header("x-api-key", key);
+        Reply::of(request)
+    };
+    let issued = post("/v1/users/ann/key", &issuer).await;
+    assert_eq!(issued.status, 201, "{}", issued.text);
+    let (id, key) = (
+        issued.body["id"].as_str().unwrap(),
+        issued.body["key"].as_str().unwrap(),
+    );
+    assert_eq!(
+        with_key(&app, "/v1/whoami", key).await.body["id"],
+        "key:ann"
+    );
+    post("/v1/users/not%20a%20name/key", &issuer)
+        .await
+        .assert_error(steward::codes::INVALID);
+    post("/v1/users/bob/key", key)
+        .await
+        .assert_error(steward::codes::FORBIDDEN);
+
+    // Revoked through the service's route: this process forgets it at once, even with a
+    // minute of auth.cache_ttl.
+    let revoke = app
+        .request(reqwest::Method::DELETE, &format!("/v1/keys/{id}"))
+        .header("x-api-key", &issuer);
+    assert_eq!(Reply::of(revoke).await.status, 204);
+    with_key(&app, "/v1/whoami", key)
+        .await
+        .assert_error(steward::codes::UNAUTHENTICATED);
 }

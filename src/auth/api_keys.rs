@@ -7,6 +7,11 @@
 //! `auth.api_keys.max_keys`. A copy of Redis therefore holds no usable key, and without the
 //! hash key not even a way to test guesses offline. The key itself is shown once, in the
 //! answer that issues it, and never logged.
+//!
+//! `/admin/api-keys` issues, lists and revokes keys for operators; a service reaches the same
+//! through [`Context::api_keys`](crate::Context::api_keys), for a route of its own (keys for its
+//! own users, say). A revoke is seen at once by this process and within `auth.cache_ttl` by the
+//! others.
 
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +25,9 @@ use steward_actors::redis_conn::LuaScript;
 use steward_actors::{Deadline, Slot, StoreError};
 use utoipa::ToSchema;
 
+use super::verified::VerifiedCache;
 use super::Principal;
+use crate::http::error::{codes, ApiError};
 
 /// The Redis hash of every key's record, under the service's key prefix.
 const KEYS_HASH: &str = "auth:api-keys";
@@ -83,28 +90,45 @@ struct Record {
 }
 
 /// Why a key was not issued.
+#[derive(Debug)]
 pub enum IssueError {
-    /// `max_keys` keys exist.
+    /// A name or a scope out of bounds: what is allowed.
+    Invalid(String),
+    /// `auth.api_keys.max_keys` keys exist.
     Full(usize),
     /// Redis did not do it.
     Store(StoreError),
 }
 
-/// The API keys of a service, in Redis through the cache actor.
+/// The longest key name and scope.
+const MAX_NAME: usize = 64;
+/// Most scopes a key may hold.
+const MAX_SCOPES: usize = 32;
+
+/// The API keys of a service, in Redis through the cache actor. Cloning is cheap (a few
+/// reference counts and the prepared HMAC state).
 #[derive(Clone)]
 pub struct ApiKeys {
     mac: Hmac<Sha256>,
     max_keys: usize,
     cache: Slot<CacheActor>,
+    /// The edge's verified credentials, which a revoke here clears of the key.
+    verified: std::sync::Arc<VerifiedCache>,
 }
 
 impl ApiKeys {
     /// Keys hashed under `hash_key`, at most `max_keys` of them, kept through `cache`.
-    pub(crate) fn new(hash_key: &[u8], max_keys: usize, cache: Slot<CacheActor>) -> Self {
+    pub(crate) fn new(
+        hash_key: &[u8],
+        max_keys: usize,
+        cache: Slot<CacheActor>,
+        verified: std::sync::Arc<VerifiedCache>,
+    ) -> Self {
         Self {
             mac: Hmac::new_from_slice(hash_key).expect("HMAC takes a key of any length"),
             max_keys,
             cache,
+            verified,
         }
     }
 
@@ -166,12 +190,25 @@ impl ApiKeys {
         Ok(matches.then(|| Principal::api_key(&record.info.name, id, record.info.scopes)))
     }
 
-    /// A new key for `name` with `scopes` (both validated by the caller).
-    pub(crate) async fn issue(
-        &self,
-        name: String,
-        scopes: Vec<String>,
-    ) -> Result<IssuedKey, IssueError> {
+    /// A new key for the principal `key:<name>` with `scopes`. A name is 1-64 of
+    /// `A-Z a-z 0-9 . _ -`; at most 32 scopes, each 1-64 of those and `:`.
+    pub async fn issue(&self, name: String, scopes: Vec<String>) -> Result<IssuedKey, IssueError> {
+        let word = |text: &str, extra: &[u8]| {
+            (1..=MAX_NAME).contains(&text.len())
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
+        };
+        if !word(&name, b"") {
+            let message = format!("name is 1 to {MAX_NAME} of A-Z a-z 0-9 . _ -");
+            return Err(IssueError::Invalid(message));
+        }
+        if scopes.len() > MAX_SCOPES || !scopes.iter().all(|s| word(s, b":")) {
+            let message = format!(
+                "scopes are at most {MAX_SCOPES}, each 1 to {MAX_NAME} of A-Z a-z 0-9 : . _ -"
+            );
+            return Err(IssueError::Invalid(message));
+        }
         let mut random = [0u8; ID_HEX / 2 + SECRET_HEX / 2];
         rand::rng().fill(&mut random[..]);
         let (id, secret) = (hex(&random[..ID_HEX / 2]), hex(&random[ID_HEX / 2..]));
@@ -213,8 +250,8 @@ impl ApiKeys {
         })
     }
 
-    /// Every live key, oldest first.
-    pub(crate) async fn list(&self) -> Result<Vec<KeyInfo>, StoreError> {
+    /// Every live key, oldest first (never the keys themselves).
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, StoreError> {
         let reply = self.script(&LIST, Vec::new(), Deadline::NONE).await?;
         let raw: Vec<Vec<u8>> =
             redis::from_redis_value(reply).map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -227,12 +264,36 @@ impl ApiKeys {
         Ok(keys)
     }
 
-    /// Deletes key `id`; `false` when there is none.
-    pub(crate) async fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+    /// Deletes key `id`; `false` when there is none. It fails at once in this process, and
+    /// within `auth.cache_ttl` in the others.
+    pub async fn revoke(&self, id: &str) -> Result<bool, StoreError> {
+        let valid = id.len() == ID_HEX && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Ok(false);
+        }
         let reply = self
             .script(&REVOKE, vec![id.into()], Deadline::NONE)
             .await?;
-        Ok(redis::from_redis_value::<i64>(reply).unwrap_or(0) > 0)
+        let revoked = redis::from_redis_value::<i64>(reply).unwrap_or(0) > 0;
+        if revoked {
+            self.verified.forget_key(id);
+        }
+        Ok(revoked)
+    }
+}
+
+/// 422 `invalid` for a name or scope out of bounds, 409 `conflict` when `max_keys` exist, and a
+/// store failure as every store failure is answered.
+impl From<IssueError> for ApiError {
+    fn from(error: IssueError) -> Self {
+        match error {
+            IssueError::Invalid(message) => ApiError::new(codes::INVALID, message),
+            IssueError::Full(max) => ApiError::new(
+                codes::CONFLICT,
+                format!("{max} keys exist (auth.api_keys.max_keys): revoke one first"),
+            ),
+            IssueError::Store(error) => error.into(),
+        }
     }
 }
 

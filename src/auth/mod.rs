@@ -21,7 +21,8 @@
 //!
 //! - **API keys** (`X-Api-Key: stw_<id>_<secret>`), issued with `POST /admin/api-keys
 //!   {"name", "scopes"}` (the answer is the only place the key appears), listed with
-//!   `GET /admin/api-keys` and revoked with `DELETE /admin/api-keys/{id}`. Redis keeps each
+//!   `GET /admin/api-keys` and revoked with `DELETE /admin/api-keys/{id}` — or from a route of
+//!   the service's own through [`Context::api_keys`](crate::Context::api_keys). Redis keeps each
 //!   key's HMAC-SHA-256 under `auth.api_keys.hash_key` ([`api_keys`]). The principal is
 //!   `key:<name>`.
 //! - **JWT bearer tokens** (`Authorization: Bearer <JWT>`) from an identity provider, checked
@@ -68,7 +69,8 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
 use ipnet::IpNet;
-use steward_actors::{Deadline, Metrics, StoreError};
+use steward_actors::cache::CacheActor;
+use steward_actors::{Deadline, Metrics, Slot, StoreError};
 
 pub(crate) use admin::routes as admin_routes;
 pub use api_keys::{ApiKeys, IssuedKey, KeyInfo};
@@ -93,7 +95,7 @@ pub struct Authenticator {
     required: bool,
     api_keys: Option<ApiKeys>,
     jwt: Option<JwtVerifier>,
-    verified: VerifiedCache,
+    verified: Arc<VerifiedCache>,
     throttle: FailureThrottle,
     /// Path prefixes the service declared public.
     public: Vec<String>,
@@ -121,15 +123,22 @@ enum Refusal {
 }
 
 impl Authenticator {
-    /// `[auth]` for a service whose public prefixes are `public`; `api_keys` when the scheme is
-    /// on (it needs the cache actor), `jwt` when that one is.
+    /// `[auth]` for a service whose public prefixes are `public`; API keys (kept through
+    /// `cache`) when `api_keys` (the scheme is on and the service uses Redis), `jwt` when that
+    /// scheme is on.
     pub(crate) fn new(
         settings: &AuthSettings,
-        api_keys: Option<ApiKeys>,
+        api_keys: Option<Slot<CacheActor>>,
         jwt: Option<JwtVerifier>,
         public: Vec<String>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let verified = Arc::new(VerifiedCache::new(settings.cache_ttl, settings.cache_size));
+        let keys = &settings.api_keys;
+        let api_keys = api_keys.map(|cache| {
+            let hash_key = keys.hash_key.as_bytes();
+            ApiKeys::new(hash_key, keys.max_keys, cache, Arc::clone(&verified))
+        });
         let mut challenges = Vec::new();
         if jwt.is_some() {
             challenges.push("Bearer");
@@ -143,7 +152,7 @@ impl Authenticator {
             required: settings.required,
             api_keys,
             jwt,
-            verified: VerifiedCache::new(settings.cache_ttl, settings.cache_size),
+            verified,
             throttle: FailureThrottle::new(settings.failure_burst, settings.failure_refill),
             public,
             challenge,
@@ -155,11 +164,6 @@ impl Authenticator {
     /// The API keys, when that scheme is on.
     pub fn api_keys(&self) -> Option<&ApiKeys> {
         self.api_keys.as_ref()
-    }
-
-    /// Forgets what was verified of key `id`, which was just revoked.
-    pub(crate) fn forget_key(&self, id: &str) {
-        self.verified.forget_key(id);
     }
 
     /// The principal of `req`, which carries `credential`. A credential verified recently
