@@ -136,8 +136,7 @@ impl ApiKeys {
     pub(crate) fn id_of(presented: &str) -> Option<&str> {
         let rest = presented.strip_prefix(KEY_PREFIX)?;
         let (id, secret) = rest.split_once('_')?;
-        let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-        (hex(id, ID_HEX) && hex(secret, SECRET_HEX)).then_some(id)
+        (hex_of_len(id, ID_HEX) && hex_of_len(secret, SECRET_HEX)).then_some(id)
     }
 
     fn digest(&self, key: &str) -> String {
@@ -267,8 +266,7 @@ impl ApiKeys {
     /// Deletes key `id`; `false` when there is none. It fails at once in this process, and
     /// within `auth.cache_ttl` in the others.
     pub async fn revoke(&self, id: &str) -> Result<bool, StoreError> {
-        let valid = id.len() == ID_HEX && id.bytes().all(|b| b.is_ascii_hexdigit());
-        if !valid {
+        if !hex_of_len(id, ID_HEX) {
             return Ok(false);
         }
         let reply = self
@@ -295,6 +293,11 @@ impl From<IssueError> for ApiError {
             IssueError::Store(error) => error.into(),
         }
     }
+}
+
+/// Whether `text` is `len` hex digits: the shape of a key's id and secret.
+fn hex_of_len(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn hex(bytes: &[u8]) -> String {
