@@ -24,8 +24,8 @@ use steward_actors::shutdown::task_budget;
 use steward_actors::store::{store_child, Backend, PingReport, StoreActor, StoreSettings};
 use steward_actors::stores::Stores;
 use steward_actors::{
-    Breaker, ChildSpec, Exit, Metrics, Probe, Readiness, Running, ShutdownReport, ShutdownTask,
-    Slot, Supervisor, SupervisorConfig, Terminated, Tier,
+    Breaker, ChildSpec, Exit, Metrics, Phase, Probe, Readiness, Running, ShutdownReport,
+    ShutdownTask, Slot, Supervisor, SupervisorConfig, Terminated, Tier,
 };
 use tokio_postgres::NoTls;
 
@@ -85,6 +85,9 @@ pub enum StartError {
     /// The configuration does not fit what the service declared (its shutdown tasks).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `[tracing]` is enabled and its exporter cannot be built.
+    #[error("tracing cannot start: {0}")]
+    Tracing(String),
 }
 
 impl Application {
@@ -105,6 +108,13 @@ impl Application {
         } = Listeners::bind(&settings)?;
         let addr = local_addr(&listener, &server.host)?;
         let metrics = Arc::new(Metrics::new()?);
+        metrics
+            .steward_build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("STEWARD_GIT_COMMIT")])
+            .set(1);
+        let tracing =
+            crate::trace::install(&settings.tracing, service.name, service.version, &metrics)
+                .map_err(StartError::Tracing)?;
         let readiness = Readiness::default();
         let stores = Stores::default();
         let breaker = |store| Breaker::new(store, settings.breaker, &metrics);
@@ -221,7 +231,7 @@ impl Application {
             let required = check.criticality == Criticality::Critical;
             dependencies.push(Dependency::new(check.name, probe, required));
         }
-        let tasks: Vec<ShutdownTask> = service
+        let mut tasks: Vec<ShutdownTask> = service
             .tasks
             .into_iter()
             .map(|task| {
@@ -230,6 +240,9 @@ impl Application {
                 ShutdownTask::new(task.phase, task.name, task.timeout, move || run(ctx))
             })
             .collect();
+        if let Some(tracing) = tracing {
+            tasks.push(flush_spans(tracing, settings.tracing.export_timeout));
+        }
         check_shutdown_budget(&settings, &tasks, loaded)?;
         let document = actix_web::web::Bytes::from(openapi::document(
             service.name,
@@ -374,6 +387,21 @@ fn check_declarations(service: &Service, settings: &Settings) -> Result<(), Star
 }
 
 /// The phases plus the longest task of each must fit in `shutdown.timeout`.
+/// The last spans, exported once the stores have stopped (their last commands are spans
+/// too), within `timeout`; on a thread of its own, since the exporter blocks.
+fn flush_spans(tracing: crate::trace::Tracing, timeout: std::time::Duration) -> ShutdownTask {
+    ShutdownTask::new(
+        Phase::AfterStores,
+        "flush_spans",
+        timeout,
+        move || async move {
+            actix_rt::task::spawn_blocking(move || tracing.flush(timeout))
+                .await
+                .map_err(|e| e.to_string())?
+        },
+    )
+}
+
 fn check_shutdown_budget(
     settings: &Settings,
     tasks: &[ShutdownTask],

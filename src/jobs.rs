@@ -20,6 +20,7 @@ use steward_actors::jobs::{JobContext, JobHandler, JobWorker, Registry};
 use steward_actors::{Slot, StoreError};
 
 use crate::context::Context;
+use crate::trace::Call;
 
 pub use steward_actors::jobs::{Enqueue, Enqueued, JobError, JobStatus};
 
@@ -229,7 +230,7 @@ impl Jobs {
             )));
         };
         let worker = current(&self.inner.queues[*index].1)?;
-        worker.send(job).await?
+        worker.call(job).await?
     }
 
     /// The worker of `queue` (`None`: the default queue), to follow jobs or handle dead

@@ -22,6 +22,7 @@ mod state;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use app::{Application, StartError};
 pub use auth::Principal;

@@ -8,13 +8,18 @@
 //!   parameters at debug) stay at `info` at most unless the filter names them;
 //! - what actix-http reports at ERROR or WARN about a malformed request is the client's
 //!   doing, not the service's, and is written at INFO.
+//!
+//! A line written while a request, an actor message sent with `call` or a job run is being
+//! handled carries its `trace_id` and `span_id` (see [`crate::trace`]).
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{OnceLock, RwLock};
 use std::time::SystemTime;
 
 use log::kv::{Key, Value, VisitSource};
 use log::{Log, Metadata, Record};
+use opentelemetry::trace::TraceContextExt;
 
 use crate::config::LogFormat;
 
@@ -195,6 +200,10 @@ fn build(filter: &str, format: LogFormat) -> env_logger::Logger {
             line.insert("msg".into(), record.args().to_string().into());
             let mut fields = JsonFields(&mut line);
             let _ = record.key_values().visit(&mut fields);
+            if let Some((trace_id, span_id)) = current_trace() {
+                line.insert("trace_id".into(), trace_id.into());
+                line.insert("span_id".into(), span_id.into());
+            }
             writeln!(buf, "{}", serde_json::Value::Object(line))
         }),
         LogFormat::Text => builder.format(|buf, record| {
@@ -208,10 +217,28 @@ fn build(filter: &str, format: LogFormat) -> env_logger::Logger {
             )?;
             let mut fields = TextFields(String::new());
             let _ = record.key_values().visit(&mut fields);
+            if let Some((trace_id, span_id)) = current_trace() {
+                let _ = write!(fields.0, " trace_id={trace_id} span_id={span_id}");
+            }
             writeln!(buf, "{}", fields.0)
         }),
     };
     builder.build()
+}
+
+/// The trace and span of the work being done on this thread (a request, an actor message
+/// sent with `call`, a job run), which every line written for it carries.
+fn current_trace() -> Option<(String, String)> {
+    opentelemetry::Context::map_current(|cx| {
+        let span = cx.span();
+        let context = span.span_context();
+        context.is_valid().then(|| {
+            (
+                context.trace_id().to_string(),
+                context.span_id().to_string(),
+            )
+        })
+    })
 }
 
 fn timestamp() -> String {

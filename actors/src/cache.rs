@@ -434,3 +434,5 @@ impl Handler<GetOrLoad> for CacheActor {
         Box::pin(result)
     }
 }
+
+crate::traced_messages!(CacheActor: Get, Set, Delete, GetOrLoad, Script);

@@ -11,6 +11,7 @@ use actix::prelude::*;
 use bb8::PooledConnection;
 use bb8_postgres::PostgresConnectionManager;
 use futures::future::LocalBoxFuture;
+use opentelemetry::KeyValue;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row, Statement, Transaction};
 
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::migrations::{migrate, Migration};
 use crate::pool::{Evicting, StorePool};
 use crate::store::{describe_run, Backend, StoreActor};
+use crate::trace::{handle_traced, Span, Traced, TracedActor};
 
 /// The actor that owns the PostgreSQL pool.
 pub type DbActor = StoreActor<Db>;
@@ -128,7 +130,10 @@ impl Backend for Db {
 pub fn pg_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
         return match db.code().code() {
-            "40001" | "40P01" => StoreError::Contention(db.message().to_owned()),
+            // The SQLSTATE first: a transaction's span records which of the two it was.
+            code @ ("40001" | "40P01") => {
+                StoreError::Contention(format!("{code}: {}", db.message()))
+            }
             "23505" => StoreError::Conflict(db.constraint().unwrap_or("unique").to_owned()),
             "23503" | "23514" | "22003" => StoreError::Invalid(db.message().to_owned()),
             // Any other data exception is a value the client sent that the database cannot
@@ -273,9 +278,11 @@ impl Ops {
         self.ready()?;
         query.deadline.bound(self.inner.config.query_timeout)?;
         let name = query.name;
+        let span = statement_span(name, 0);
         let started = Instant::now();
         let outcome = self.pool.breaker().call(self.run_query(query)).await;
         self.observe(name, started);
+        span.record(&outcome);
         outcome
     }
 
@@ -325,6 +332,7 @@ impl Ops {
         let config = self.inner.config;
         let mut attempt = 0;
         loop {
+            let span = statement_span(tx.name, attempt + 1);
             let started = Instant::now();
             let outcome = async {
                 let mut conn = self.checkout(tx.deadline).await?;
@@ -354,6 +362,14 @@ impl Ops {
             }
             .await;
             self.observe(tx.name, started);
+            span.record(&outcome);
+            if let Err(StoreError::Contention(why)) = &outcome {
+                span.set_attribute(KeyValue::new(
+                    "db.response.status_code",
+                    why.get(..5).unwrap_or_default().to_owned(),
+                ));
+            }
+            drop(span);
             match outcome {
                 Err(StoreError::Contention(why)) if attempt < config.tx_max_retries => {
                     self.metrics.db_tx_retries_total.inc();
@@ -370,6 +386,21 @@ impl Ops {
             }
         }
     }
+}
+
+/// The span of a statement or of one attempt of a transaction (`attempt` from 1; 0 for a
+/// statement): named after it, never its text, which may carry data.
+fn statement_span(name: &'static str, attempt: u32) -> Span {
+    Span::client(name, || {
+        let mut attributes = vec![
+            KeyValue::new("db.system.name", "postgresql"),
+            KeyValue::new("db.operation.name", name),
+        ];
+        if attempt > 0 {
+            attributes.push(KeyValue::new("steward.db.attempt", i64::from(attempt)));
+        }
+        attributes
+    })
 }
 
 /// Asks the server to stop the statement running on `client` (a query past its deadline).
@@ -395,5 +426,16 @@ impl<T: Send + 'static> Handler<Transact<T>> for DbActor {
     fn handle(&mut self, msg: Transact<T>, _: &mut Self::Context) -> Self::Result {
         let ops = Ops::new(self);
         Box::pin(async move { ops.transact(msg).await })
+    }
+}
+
+crate::traced_messages!(DbActor: Query);
+
+impl<T: Send + 'static> Handler<Traced<Transact<T>>> for DbActor {
+    type Result = ResponseFuture<Result<T, StoreError>>;
+
+    fn handle(&mut self, msg: Traced<Transact<T>>, ctx: &mut Self::Context) -> Self::Result {
+        let (name, wait) = self.mailbox();
+        handle_traced(self, name, &wait, msg, ctx)
     }
 }

@@ -30,6 +30,7 @@ pub mod spec;
 pub mod store;
 pub mod stores;
 pub mod supervisor;
+pub mod trace;
 
 pub use backoff::Backoff;
 pub use breaker::{Breaker, BreakerConfig, BreakerState};

@@ -616,3 +616,5 @@ impl Handler<Inspect> for LockActor {
         Box::pin(async move { ops.inspect(&msg.name).await })
     }
 }
+
+crate::traced_messages!(LockActor: Acquire, Release, Extend, Inspect);

@@ -27,6 +27,14 @@ pub struct Metrics {
     pub http_concurrency_limit: IntGaugeVec,
     /// Restarts of each supervised child.
     pub actor_restarts_total: IntCounterVec,
+    /// Time a message sent with `call` waited in an actor's mailbox before it was handled.
+    pub actor_mailbox_wait_seconds: HistogramVec,
+    /// Spans dropped because the export queue was full (the collector slow or away).
+    pub tracing_spans_dropped_total: IntCounter,
+    /// Spans sent to the collector, by result (`ok`, `failed`).
+    pub tracing_spans_exported_total: IntCounterVec,
+    /// 1, labelled with the running build's version and commit.
+    pub steward_build_info: IntGaugeVec,
     /// Whether each store answered its last check (1) or not (0).
     pub store_up: IntGaugeVec,
     /// Each store's circuit breaker: 0 closed, 1 open, 2 half-open.
@@ -114,6 +122,35 @@ impl Metrics {
             actor_restarts_total: IntCounterVec::new(
                 Opts::new("actor_restarts_total", "Restarts of supervised children"),
                 &["actor"],
+            )?,
+            actor_mailbox_wait_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "actor_mailbox_wait_seconds",
+                    "Time a message waited in an actor's mailbox before its handling began",
+                )
+                .buckets(vec![
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.025, 0.1, 1.0,
+                ]),
+                &["actor"],
+            )?,
+            tracing_spans_dropped_total: IntCounter::new(
+                "tracing_spans_dropped_total",
+                "Spans dropped because the export queue was full",
+            )?,
+            tracing_spans_exported_total: IntCounterVec::new(
+                Opts::new(
+                    "tracing_spans_exported_total",
+                    "Spans sent to the OTLP collector, by result",
+                ),
+                &["result"],
+            )?,
+            steward_build_info: IntGaugeVec::new(
+                Opts::new(
+                    "steward_build_info",
+                    "Always 1; its labels name the running build",
+                ),
+                &["version", "commit"],
             )?,
             store_up: IntGaugeVec::new(
                 Opts::new(
@@ -247,6 +284,10 @@ impl Metrics {
         registry.register(Box::new(metrics.http_requests_shed_total.clone()))?;
         registry.register(Box::new(metrics.http_concurrency_limit.clone()))?;
         registry.register(Box::new(metrics.actor_restarts_total.clone()))?;
+        registry.register(Box::new(metrics.actor_mailbox_wait_seconds.clone()))?;
+        registry.register(Box::new(metrics.tracing_spans_dropped_total.clone()))?;
+        registry.register(Box::new(metrics.tracing_spans_exported_total.clone()))?;
+        registry.register(Box::new(metrics.steward_build_info.clone()))?;
         registry.register(Box::new(metrics.store_breaker_state.clone()))?;
         registry.register(Box::new(metrics.store_breaker_transitions_total.clone()))?;
         registry.register(Box::new(metrics.store_up.clone()))?;

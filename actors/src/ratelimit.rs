@@ -675,3 +675,5 @@ mod tests {
         ));
     }
 }
+
+crate::traced_messages!(LimiterActor: Check);

@@ -12,6 +12,7 @@ use redis::{Cmd, FromRedisValue, ToRedisArgs};
 use crate::deadline::Deadline;
 use crate::error::StoreError;
 use crate::pool::{Evicting, StorePool};
+use crate::trace;
 
 /// The Redis pool type every Redis-backed actor owns (with the Redis breaker).
 pub type RedisPool = StorePool<RedisConnectionManager>;
@@ -94,9 +95,16 @@ impl SharedConnection {
         deadline: Deadline,
     ) -> Result<T, StoreError> {
         deadline.bound(self.timeout)?;
-        let permit = pool.breaker().permit()?;
-        let result = self.attempt(pool, cmd, deadline).await;
-        permit.record(&result);
+        let span = trace::redis_span(cmd);
+        let result = match pool.breaker().permit() {
+            Ok(permit) => {
+                let result = self.attempt(pool, cmd, deadline).await;
+                permit.record(&result);
+                result
+            }
+            Err(refused) => Err(refused),
+        };
+        span.record(&result);
         result
     }
 

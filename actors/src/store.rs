@@ -10,6 +10,7 @@ use actix::prelude::*;
 use bb8::{ManageConnection, RunError};
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
+use prometheus::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::Backoff;
@@ -19,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::pool::{build_pool, Evicting, StorePool};
 use crate::slot::Slot;
 use crate::spec::{ChildSpec, SupervisorConfig, Tier};
+use crate::trace::TracedActor;
 
 /// Pool settings, the same keys for every store (`[redis.pool]`, `[postgres.pool]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -123,6 +125,8 @@ pub struct StoreCore<M: ManageConnection<Error: std::fmt::Display>> {
     up: Option<bool>,
     /// Where the actor reports its store's health and pool.
     pub metrics: Arc<Metrics>,
+    /// This actor's `actor_mailbox_wait_seconds`, resolved once.
+    mailbox_wait: Histogram,
 }
 
 /// Owns the pool of one store, and the backend state on top of it.
@@ -160,6 +164,10 @@ impl<B: Backend> StoreActor<B> {
             failures: 0,
             up: None,
             metrics: Arc::clone(&settings.metrics),
+            mailbox_wait: settings
+                .metrics
+                .actor_mailbox_wait_seconds
+                .with_label_values(&[name]),
         };
         Self { core, backend }
     }
@@ -329,6 +337,12 @@ impl<B: Backend> Handler<Ping> for StoreActor<B> {
                     }
                 }),
         )
+    }
+}
+
+impl<B: Backend> TracedActor for StoreActor<B> {
+    fn mailbox(&self) -> (&'static str, Histogram) {
+        (self.core.name, self.core.mailbox_wait.clone())
     }
 }
 

@@ -12,6 +12,7 @@ use steward::jobs::{Job, JobError, JobRun};
 use steward::{Context, Service};
 
 use crate::config::{AccountsConfig, IdempotencyConfig};
+use steward::trace::Call;
 
 /// Adds the reference's job kinds, and its scheduled prune, to `service`.
 pub fn declare(service: Service) -> Service {
@@ -65,7 +66,7 @@ impl Job for Reconcile {
             },
         };
         let lease = match locks
-            .send(acquire)
+            .call(acquire)
             .await
             .map_err(|e| retryable(e.into()))?
             .map_err(retryable)?
@@ -85,7 +86,7 @@ impl Job for Reconcile {
             };
         let outcome = match ctx.db() {
             Ok(db) => db
-                .send(sums)
+                .call(sums)
                 .await
                 .map_err(|e| retryable(e.into()))
                 .and_then(|r| r.map_err(retryable)),
@@ -95,7 +96,7 @@ impl Job for Reconcile {
             name: lease.name.clone(),
             token: lease.token.clone(),
         };
-        match locks.send(release).await {
+        match locks.call(release).await {
             Ok(Ok(true)) => {}
             // The lease stays tracked (and renewed) by the lock actor until it is released
             // at shutdown or its keep-alive cap runs out; the next reconcile waits for it.
@@ -163,7 +164,7 @@ impl Job for PruneIdempotencyKeys {
                 deadline: job.deadline,
             };
             let rows = db
-                .send(prune)
+                .call(prune)
                 .await
                 .map_err(|e| retryable(e.into()))?
                 .map_err(retryable)?;
@@ -221,7 +222,7 @@ impl Job for Statement {
             };
         let db = ctx.db().map_err(retryable)?;
         let rows = db
-            .send(totals)
+            .call(totals)
             .await
             .map_err(|e| retryable(e.into()))?
             .map_err(retryable)?;
@@ -250,7 +251,7 @@ impl Job for Statement {
             deadline: job.deadline,
         };
         cache
-            .send(set)
+            .call(set)
             .await
             .map_err(|e| retryable(e.into()))?
             .map_err(retryable)?;
@@ -320,7 +321,7 @@ mod test_kinds {
             // cache (a loaded test machine) neither fails the attempt — which would run
             // the whole job again — nor counts one completion twice.
             let seen = persist(|| {
-                cache.send(Get {
+                cache.call(Get {
                     key: key.clone(),
                     deadline: job.deadline,
                 })
@@ -333,7 +334,7 @@ mod test_kinds {
                 + 1;
             let value = count.to_string().into_bytes();
             persist(|| {
-                cache.send(Set {
+                cache.call(Set {
                     key: key.clone(),
                     value: value.clone(),
                     ttl: Duration::from_secs(600),

@@ -12,6 +12,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
 use crate::errors;
+use steward::trace::Call;
 
 /// The database actor and the deadline of the request (or job) the ledger works for: every
 /// statement it sends carries the deadline.
@@ -116,7 +117,7 @@ async fn query(
 ) -> Result<Vec<Row>, StoreError> {
     let deadline = db.deadline;
     db.actor
-        .send(Query {
+        .call(Query {
             name,
             sql,
             params,
@@ -267,7 +268,7 @@ pub async fn transfer(
     });
     let outcome = db
         .actor
-        .send(Transact {
+        .call(Transact {
             name: "transfer",
             isolation: IsolationLevel::Serializable,
             work,

@@ -28,6 +28,7 @@ use utoipa::ToSchema;
 use super::verified::VerifiedCache;
 use super::Principal;
 use crate::http::error::{codes, ApiError};
+use crate::trace::Call;
 
 /// The Redis hash of every key's record, under the service's key prefix.
 const KEYS_HASH: &str = "auth:api-keys";
@@ -156,7 +157,7 @@ impl ApiKeys {
             .get()
             .ok_or_else(|| StoreError::Unavailable("the cache actor is restarting".into()))?;
         cache
-            .send(Script {
+            .call(Script {
                 script,
                 keys: vec![KEYS_HASH.to_owned()],
                 args,

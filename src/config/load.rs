@@ -67,7 +67,8 @@ pub struct Sources {
     pub env_name: Option<String>,
     /// The file given with `--config`.
     pub config_file: Option<PathBuf>,
-    /// Environment variables; only those starting with `STEWARD__` are read.
+    /// Environment variables; those starting with `STEWARD__` are read, and the `OTEL_*`
+    /// variables of OpenTelemetry's specification that `[tracing]` has keys for.
     pub vars: Vec<(String, String)>,
     /// A compiled-in layer between the defaults and the files, with its name for error
     /// messages: `steward::testing` lays its test profile (port 0, fast health checks, short
@@ -87,7 +88,7 @@ impl Sources {
             env_name: std::env::var("STEWARD_ENV").ok().filter(|e| !e.is_empty()),
             config_file,
             vars: std::env::vars()
-                .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+                .filter(|(name, _)| name.starts_with(ENV_PREFIX) || name.starts_with("OTEL_"))
                 .collect(),
             profile: None,
         }
@@ -231,6 +232,12 @@ pub fn load(sources: &Sources, schema: &Schema) -> Result<Loaded, ConfigError> {
         let origin = Origin::File(path.clone());
         overlay(&mut merged, &mut origins, &known, read_table(path)?, origin)?;
     }
+    // OpenTelemetry's variables over the files, steward's own over them.
+    for (name, raw) in &sources.vars {
+        if let Some((key, value)) = otel_key(name, raw, &sources.vars) {
+            apply_value(&mut merged, &mut origins, &known, &key, name, &value)?;
+        }
+    }
     for (name, raw) in &sources.vars {
         apply_env(&mut merged, &mut origins, &known, name, raw)?;
     }
@@ -365,6 +372,52 @@ fn apply_env(
         .split("__")
         .collect::<Vec<_>>()
         .join(".");
+    apply_value(merged, origins, known, &key, name, raw)
+}
+
+/// The `[tracing]` key an OpenTelemetry variable sets, and its value in steward's terms
+/// (milliseconds become durations). `OTEL_TRACES_SAMPLER_ARG` counts only with the ratio
+/// samplers (or no `OTEL_TRACES_SAMPLER`), since steward's sampler is parent-based by ratio.
+fn otel_key(name: &str, raw: &str, vars: &[(String, String)]) -> Option<(String, String)> {
+    let millis = |raw: &str| raw.trim().parse::<u64>().ok().map(|ms| format!("{ms}ms"));
+    let (key, value) = match name {
+        "OTEL_SDK_DISABLED" if raw.trim().eq_ignore_ascii_case("true") => {
+            ("enabled", "false".to_owned())
+        }
+        "OTEL_SERVICE_NAME" => ("service_name", raw.to_owned()),
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => ("endpoint", raw.to_owned()),
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => ("traces_endpoint", raw.to_owned()),
+        "OTEL_EXPORTER_OTLP_TIMEOUT" => ("export_timeout", millis(raw)?),
+        "OTEL_BSP_SCHEDULE_DELAY" => ("batch_delay", millis(raw)?),
+        "OTEL_BSP_MAX_QUEUE_SIZE" => ("queue_size", raw.to_owned()),
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => ("batch_size", raw.to_owned()),
+        "OTEL_TRACES_SAMPLER_ARG" => {
+            let sampler = vars
+                .iter()
+                .find(|(n, _)| n == "OTEL_TRACES_SAMPLER")
+                .map(|(_, v)| v.as_str());
+            match sampler {
+                None | Some("traceidratio" | "parentbased_traceidratio") => {
+                    ("sample_ratio", raw.to_owned())
+                }
+                Some(_) => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some((format!("tracing.{key}"), value))
+}
+
+/// Sets `key` from the variable `name`, read as the type the key has in the defaults.
+fn apply_value(
+    merged: &mut Table,
+    origins: &mut BTreeMap<String, Origin>,
+    known: &BTreeMap<String, Value>,
+    key: &str,
+    name: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let key = key.to_owned();
     let origin = Origin::Env(name.to_owned());
     let Some(default) = known.get(&key) else {
         return Err(unknown_key(key, None, origin));

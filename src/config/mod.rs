@@ -66,6 +66,37 @@ pub struct Settings {
     pub deadlines: DeadlineSettings,
     /// `[auth]`: who may call the service's routes.
     pub auth: AuthSettings,
+    /// `[tracing]`: OpenTelemetry spans, exported over OTLP/HTTP.
+    pub tracing: TracingSettings,
+}
+
+/// `[tracing]`; every key is described in `src/config/default.toml`. The standard `OTEL_*`
+/// variables set these keys where they apply (see [`load`]).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// Whether spans are recorded and exported.
+    pub enabled: bool,
+    /// The collector's base URL; `/v1/traces` is appended.
+    pub endpoint: String,
+    /// The full URL of the traces endpoint, used as is; wins over `endpoint`.
+    pub traces_endpoint: String,
+    /// `key=value,key=value` headers sent with every export.
+    pub headers: String,
+    /// The service's name in the spans' resource; empty: the service's own name.
+    pub service_name: String,
+    /// Fraction of new traces recorded; a request that arrives in a trace follows its parent.
+    pub sample_ratio: f64,
+    /// Most spans in one export.
+    pub batch_size: usize,
+    /// Most spans waiting for export; past it spans are dropped and counted.
+    pub queue_size: usize,
+    /// Longest time a span waits before its batch is sent.
+    #[serde(with = "steward_actors::duration")]
+    pub batch_delay: Duration,
+    /// Deadline of one export, and of the last flush at shutdown.
+    #[serde(with = "steward_actors::duration")]
+    pub export_timeout: Duration,
 }
 
 /// `[auth]`; every key is described in `src/config/default.toml`.

@@ -94,9 +94,9 @@ pub(super) fn validate(
             "none: rate limits are kept in Redis, which this service does not use".into(),
         ));
     }
-    let sections: [Section; 16] = [
+    let sections: [Section; 17] = [
         server, redis, postgres, cache, locks, ratelimit, workers, admin, metrics, log, health,
-        supervisor, shutdown, breaker, shedding, deadlines,
+        supervisor, shutdown, breaker, shedding, deadlines, tracing,
     ];
     sections
         .iter()
@@ -449,6 +449,64 @@ fn metrics(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
             &true,
             "false while admin.token is empty (the token it asks for)".into(),
         ));
+    }
+    Ok(())
+}
+
+/// `[tracing]`: checked whether or not it is enabled, so that turning it on later in an
+/// incident cannot fail on a value nobody looked at.
+fn tracing(check: &Checker, settings: &Settings) -> Result<(), ConfigError> {
+    let tracing = &settings.tracing;
+    for (key, url) in [
+        ("tracing.endpoint", &tracing.endpoint),
+        ("tracing.traces_endpoint", &tracing.traces_endpoint),
+    ] {
+        let bad = if url.is_empty() {
+            key == "tracing.endpoint"
+        } else {
+            !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.contains(char::is_whitespace)
+        };
+        if bad {
+            return Err(check.fail(
+                key,
+                &format!("{url:?}"),
+                "an http:// or https:// URL of an OTLP/HTTP collector".into(),
+            ));
+        }
+    }
+    if crate::trace::parse_headers(&tracing.headers).is_none() {
+        return Err(check.fail(
+            "tracing.headers",
+            &"(not shown: it may hold credentials)",
+            "key=value pairs separated by commas, with header-safe names and values".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&tracing.sample_ratio) {
+        return Err(check.fail(
+            "tracing.sample_ratio",
+            &tracing.sample_ratio,
+            "a fraction from 0 to 1".into(),
+        ));
+    }
+    check.within("tracing.queue_size", tracing.queue_size, 1, 1_000_000)?;
+    check.within(
+        "tracing.batch_size",
+        tracing.batch_size,
+        1,
+        tracing.queue_size,
+    )?;
+    for (key, value) in [
+        ("tracing.batch_delay", tracing.batch_delay),
+        ("tracing.export_timeout", tracing.export_timeout),
+    ] {
+        if value.is_zero() || value > Duration::from_secs(60) {
+            return Err(check.fail(
+                key,
+                &humantime::format_duration(value),
+                "more than 0s and at most 60s".into(),
+            ));
+        }
     }
     Ok(())
 }

@@ -63,10 +63,11 @@ impl Deadlines {
 /// ```
 /// use actix_web::HttpResponse;
 /// use steward::actors::cache::Get;
+/// use steward::trace::Call;
 /// use steward::{ApiError, Context, RequestDeadline};
 ///
 /// async fn read(ctx: Context, deadline: RequestDeadline) -> Result<HttpResponse, ApiError> {
-///     let value = ctx.cache()?.send(Get { key: "k".into(), deadline: *deadline }).await??;
+///     let value = ctx.cache()?.call(Get { key: "k".into(), deadline: *deadline }).await??;
 ///     Ok(HttpResponse::Ok().body(value.unwrap_or_default()))
 /// }
 /// ```

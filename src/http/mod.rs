@@ -111,6 +111,8 @@ pub fn server(
             .wrap(from_fn(security::security_headers))
             .wrap(from_fn(drain::close_when_draining))
             .wrap(from_fn(observe::observe))
+            // Around the access log and everything inside, so their lines carry the trace.
+            .wrap(from_fn(crate::trace::middleware))
             .wrap(from_fn(request_id::request_id))
     })
     .backlog(settings.backlog)

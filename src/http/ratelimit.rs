@@ -15,6 +15,8 @@ use steward_actors::ratelimit::{canonical_path, Check, Decision, Policy, Reserva
 use super::client;
 use super::error::{codes, ApiError};
 use crate::state::EdgeState;
+use crate::trace::Call;
+use opentelemetry::KeyValue;
 
 const POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
 const STATE_HEADER: HeaderName = HeaderName::from_static("ratelimit");
@@ -41,6 +43,14 @@ pub async fn rate_limit<B: MessageBody + 'static>(
     let mut tightest: Option<(&Arc<Policy>, Decision)> = None;
     for policy in covering {
         let decision = decide(&state, policy, &identity).await;
+        crate::trace::event("ratelimit", || {
+            vec![
+                KeyValue::new("steward.ratelimit.policy", policy.name.clone()),
+                KeyValue::new("steward.ratelimit.allowed", decision.allowed),
+                KeyValue::new("steward.ratelimit.remaining", i64::from(decision.remaining)),
+                KeyValue::new("steward.ratelimit.dry_run", policy.dry_run),
+            ]
+        });
         if !decision.allowed && policy.dry_run {
             log::info!(target: "steward::ratelimit", policy = policy.name.as_str(), identity = identity.as_str(); "dry run: would reject");
         }
@@ -105,7 +115,7 @@ async fn decide(state: &EdgeState, policy: &Arc<Policy>, identity: &str) -> Deci
         identity: identity.to_owned(),
         cost: policy.cost,
     };
-    limiter.send(check).await.unwrap_or(pass)
+    limiter.call(check).await.unwrap_or(pass)
 }
 
 /// `RateLimit-Policy`, `RateLimit`, and on a rejection `Retry-After` (never earlier than the

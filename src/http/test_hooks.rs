@@ -13,6 +13,7 @@ use tokio_postgres::IsolationLevel;
 use super::deadline::RequestDeadline;
 use super::error::{codes, ApiError};
 use crate::context::Context;
+use crate::trace::Call;
 
 #[derive(Deserialize)]
 pub struct Slow {
@@ -40,7 +41,7 @@ pub async fn db_sleep(
         params: vec![Box::new(query.ms as f64 / 1000.0)],
         deadline: *deadline,
     };
-    ctx.db()?.send(sleep).await??;
+    ctx.db()?.call(sleep).await??;
     Ok(HttpResponse::Ok().json(json!({ "slept_ms": query.ms })))
 }
 
@@ -66,7 +67,7 @@ pub async fn db_hold(
         }),
         deadline: *deadline,
     };
-    ctx.db()?.send(hold).await??;
+    ctx.db()?.call(hold).await??;
     Ok(HttpResponse::Ok().json(json!({ "held_ms": query.ms })))
 }
 

@@ -42,6 +42,7 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'kind', ARGV[2], 'payload', ARGV[3],
   'max_attempts', ARGV[4], 'attempts', 0, 'status', 'queued', 'created_at', now,
   'updated_at', now, 'run_at', now + delay)
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'principal', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'trace', ARGV[9]) end
 if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[1])
 else
@@ -69,8 +70,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local t = redis.call('TIME')
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'updated_at', t[1] * 1000 + math.floor(t[2] / 1000))
-local job = redis.call('HMGET', KEYS[1], 'kind', 'payload', 'max_attempts', 'principal')
-return {job[1], job[2], tostring(attempts), job[3], job[4] or ''}
+local job = redis.call('HMGET', KEYS[1], 'kind', 'payload', 'max_attempts', 'principal', 'trace')
+return {job[1], job[2], tostring(attempts), job[3], job[4] or '', job[5] or ''}
 "#;
 
 /// Records the outcome and acknowledges the delivery in one step. ARGV[3] is the status;
@@ -194,6 +195,8 @@ pub(crate) struct NewJob<'a> {
     pub idempotency_key: Option<&'a str>,
     /// Who asked for it; empty for nobody in particular.
     pub principal: &'a str,
+    /// The `traceparent` of the span that enqueued it; empty outside a trace.
+    pub trace: &'a str,
 }
 
 /// A delivery: the stream entry and the job it carries.
@@ -209,6 +212,8 @@ pub(crate) struct Started {
     pub attempt: u32,
     pub max_attempts: u32,
     pub principal: Option<String>,
+    /// The enqueuer's `traceparent`, if it was in a trace.
+    pub trace: Option<String>,
 }
 
 /// How a run ended, as the queue records it.
@@ -323,6 +328,7 @@ impl Queue {
                     &self.max_queued,
                     &idem_ttl,
                     &job.principal,
+                    &job.trace,
                 ],
             )
             .await?;
@@ -398,11 +404,12 @@ impl Queue {
     /// Marks the job running; `None` when its document expired.
     pub async fn start(&self, job: &str) -> Result<Option<Started>, StoreError> {
         let key = self.job_key(job);
-        let reply: Option<(String, String, String, String, String)> =
+        let reply: Option<(String, String, String, String, String, String)> =
             self.eval(&self.scripts.start, &[&key], &[]).await?;
         Ok(reply.map(
-            |(kind, payload, attempt, max_attempts, principal)| Started {
+            |(kind, payload, attempt, max_attempts, principal, trace)| Started {
                 principal: Some(principal).filter(|p| !p.is_empty()),
+                trace: Some(trace).filter(|t| !t.is_empty()),
                 kind,
                 payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
                 attempt: attempt.parse().unwrap_or(1),

@@ -22,6 +22,9 @@ use crate::slot::Slot;
 use crate::spec::{ChildSpec, SupervisorConfig, Tier};
 use crate::store::PoolConfig;
 use crate::stores::Stores;
+use crate::trace::{self, TracedActor};
+use opentelemetry::KeyValue;
+use prometheus::Histogram;
 
 /// A fresh job id: 32 hex digits, what `GET /v1/jobs/{id}` accepts.
 fn new_job_id() -> String {
@@ -54,6 +57,8 @@ pub struct JobWorker {
     stopping: bool,
     /// The interval each scheduled kind was last enqueued for.
     scheduled: HashMap<&'static str, u64>,
+    /// This worker's `actor_mailbox_wait_seconds{actor="jobs"}`.
+    mailbox_wait: Histogram,
 }
 
 /// Queues a job. `idempotency_key`: the same key returns the same job.
@@ -190,6 +195,7 @@ impl JobWorker {
                 // Left pending: reclaimed later.
                 Err(error) => return Err(error),
             };
+            let span = trace::job_span(&delivery.job, &job.kind, job.attempt, job.trace.as_deref());
             let outcome = match registry.get(&job.kind) {
                 None => Outcome::Dead(format!("no handler for kind {}", job.kind)),
                 Some(handler) => {
@@ -202,8 +208,12 @@ impl JobWorker {
                         stores,
                         deadline: Deadline::after(config.job_timeout),
                     };
-                    let ran =
-                        actix_rt::time::timeout(config.job_timeout, handler.run(context)).await;
+                    let ran = span
+                        .in_scope(actix_rt::time::timeout(
+                            config.job_timeout,
+                            handler.run(context),
+                        ))
+                        .await;
                     match ran.unwrap_or_else(|_| Err(JobError::Retryable("timed out".into()))) {
                         Ok(result) => Outcome::Succeeded(result),
                         Err(JobError::Retryable(error)) if job.attempt < job.max_attempts => {
@@ -223,6 +233,11 @@ impl JobWorker {
                 Outcome::Retrying { .. } => "retried",
                 Outcome::Dead(_) => "dead",
             };
+            span.set_attribute(KeyValue::new("steward.job.outcome", label));
+            if !matches!(outcome, Outcome::Succeeded(_)) {
+                span.fail(label);
+            }
+            drop(span);
             queue.finish(&delivery, outcome).await?;
             metrics
                 .jobs_total
@@ -329,6 +344,7 @@ impl JobWorker {
                     delay: Duration::ZERO,
                     idempotency_key: Some(&key),
                     principal: "",
+                    trace: "",
                 };
                 queue.enqueue(&job).await
             };
@@ -382,6 +398,15 @@ impl Handler<Stop> for JobWorker {
     }
 }
 
+impl TracedActor for JobWorker {
+    fn mailbox(&self) -> (&'static str, Histogram) {
+        ("jobs", self.mailbox_wait.clone())
+    }
+}
+
+// Sent with `call`, an enqueue records the sender's trace in the job.
+crate::traced_messages!(JobWorker: Enqueue, GetJob, ListDead, RetryDead);
+
 impl Handler<Enqueue> for JobWorker {
     type Result = ResponseFuture<Result<Enqueued, StoreError>>;
 
@@ -404,6 +429,10 @@ impl Handler<Enqueue> for JobWorker {
         let (metrics, queue_name) = (Arc::clone(&self.metrics), self.config.queue.clone());
         Box::pin(async move {
             let id = new_job_id();
+            // Read here, not before the future: a `Traced` message's context is current
+            // while its reply is polled.
+            let trace = trace::current_traceparent();
+            trace::annotate(|| KeyValue::new("steward.job.id", id.clone()));
             let job = NewJob {
                 id: &id,
                 kind: &msg.kind,
@@ -412,6 +441,7 @@ impl Handler<Enqueue> for JobWorker {
                 delay: msg.delay,
                 idempotency_key: msg.idempotency_key.as_deref(),
                 principal: msg.principal.as_deref().unwrap_or_default(),
+                trace: &trace,
             };
             let (created, id) = queue.enqueue(&job).await.inspect_err(|error| {
                 if matches!(error, StoreError::Full(_)) {
@@ -499,6 +529,10 @@ pub fn job_worker_child(
             fetching: false,
             stopping: false,
             scheduled: HashMap::new(),
+            mailbox_wait: settings
+                .metrics
+                .actor_mailbox_wait_seconds
+                .with_label_values(&["jobs"]),
         };
         let (addr, running) = start_actor(worker);
         slot.set(addr);

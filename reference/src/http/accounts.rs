@@ -19,6 +19,7 @@ use steward::http::pagination::{encode, Page, PageQuery};
 use steward::{Context, Principal, RequestDeadline};
 
 use super::viewer;
+use steward::trace::Call;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +124,7 @@ pub async fn get(
                 Box::new(move || async move { load(&loader_db, id).await }.boxed());
             let ttl = ctx.config::<AccountsConfig>().cache_ttl;
             cache
-                .send(GetOrLoad {
+                .call(GetOrLoad {
                     key: cache_key(id),
                     ttl,
                     loader,

@@ -20,6 +20,7 @@ use steward::{Context, Principal, RequestDeadline};
 
 use super::{viewer, ADMIN_SCOPE};
 use crate::ledger::{self, Ledger};
+use steward::trace::Call;
 
 /// What a client refused by a full queue is told to wait, in seconds.
 const QUEUE_FULL_RETRY_SECS: u64 = 5;
@@ -184,7 +185,7 @@ pub async fn get(
     let status = ctx
         .jobs()
         .worker(None)?
-        .send(GetJob {
+        .call(GetJob {
             id: id.into_inner(),
         })
         .await??;
@@ -241,7 +242,7 @@ pub async fn dead(
     let items = ctx
         .jobs()
         .worker(None)?
-        .send(ListDead {
+        .call(ListDead {
             after: query.cursor.clone(),
             limit: limit + 1,
         })
@@ -273,7 +274,7 @@ pub async fn retry(
     let retried = ctx
         .jobs()
         .worker(None)?
-        .send(RetryDead { id: id.clone() })
+        .call(RetryDead { id: id.clone() })
         .await?
         .map_err(|error| match error {
             StoreError::Full(cause) => queue_full(cause),

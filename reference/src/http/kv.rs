@@ -13,6 +13,7 @@ use steward::ApiError;
 use crate::config::KvConfig;
 use crate::errors;
 use crate::openapi::Key;
+use steward::trace::Call;
 use steward::{Context, RequestDeadline};
 
 /// The longest TTL a client may ask for: 30 days.
@@ -87,7 +88,7 @@ pub async fn put(
         ttl,
         deadline: *deadline,
     };
-    ctx.cache()?.send(set).await??;
+    ctx.cache()?.call(set).await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -110,7 +111,7 @@ pub async fn get(
     valid_key(&key)?;
     let value = ctx
         .cache()?
-        .send(Get {
+        .call(Get {
             key: cache_key(&key),
             deadline: *deadline,
         })
@@ -143,7 +144,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     valid_key(&key)?;
     ctx.cache()?
-        .send(Delete {
+        .call(Delete {
             key: cache_key(&key),
             deadline: *deadline,
         })

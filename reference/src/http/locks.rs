@@ -15,6 +15,7 @@ use steward::ApiError;
 use super::kv::valid_key;
 use crate::errors;
 use crate::openapi::LockName;
+use steward::trace::Call;
 use steward::Context;
 
 const LOCK_TOKEN: HeaderName = HeaderName::from_static("lock-token");
@@ -117,7 +118,7 @@ pub async fn acquire(
         wait: Duration::from_millis(body.wait_ms),
         holder: Holder::Client,
     };
-    match ctx.locks()?.send(acquire).await?? {
+    match ctx.locks()?.call(acquire).await?? {
         Acquired::Granted(lease) => Ok(HttpResponse::Created().json(LeaseGranted {
             name: lease.name.name,
             token: lease.token,
@@ -159,7 +160,7 @@ pub async fn extend(
         token,
         ttl: ttl(ttl_ms)?,
     };
-    match ctx.locks()?.send(extend).await?? {
+    match ctx.locks()?.call(extend).await?? {
         Some(expires_at_ms) => Ok(HttpResponse::Ok().json(LeaseExtended {
             name: name.into_inner(),
             expires_at: timestamp(expires_at_ms),
@@ -195,7 +196,7 @@ pub async fn release(
         name: lock::LockName::client(name.into_inner()),
         token: token.to_owned(),
     };
-    if ctx.locks()?.send(release).await?? {
+    if ctx.locks()?.call(release).await?? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(not_owner())
@@ -215,7 +216,7 @@ pub async fn inspect(ctx: Context, name: web::Path<String>) -> Result<HttpRespon
     valid_key(&name)?;
     let lock = ctx
         .locks()?
-        .send(Inspect {
+        .call(Inspect {
             name: lock::LockName::client(name.as_str()),
         })
         .await??;

@@ -12,6 +12,7 @@ use steward::ApiError;
 use crate::errors;
 use crate::ledger::{self, Ledger, Transfer, TransferAnswer, TransferRefusal, TransferRequest};
 use steward::http::idempotency;
+use steward::trace::Call;
 use steward::{Context, Deadline, Principal, RequestDeadline};
 
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -68,7 +69,7 @@ async fn invalidate(ctx: &Context, ids: [i64; 2]) {
     let Ok(cache) = ctx.cache() else { return };
     for id in ids {
         let outcome = match cache
-            .send(Delete {
+            .call(Delete {
                 key: cache_key(id),
                 deadline: Deadline::NONE,
             })

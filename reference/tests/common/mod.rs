@@ -5,6 +5,7 @@
 
 pub mod chaos;
 pub mod load;
+pub mod otlp;
 pub mod rollout;
 pub mod service;
 

@@ -8,6 +8,7 @@
 use steward::actors::db::Query;
 use steward::actors::migrations::Migration;
 use steward::prelude::*;
+use steward::trace::Call;
 
 /// `[greetings]`: this service's own configuration, its defaults in `config/default.toml`;
 /// `STEWARD__GREETINGS__WORD` overrides `word`, like any key.
@@ -60,7 +61,7 @@ async fn greet(
         params: vec![Box::new(name.clone())],
         deadline: *deadline,
     };
-    let rows = ctx.db()?.send(counted).await??;
+    let rows = ctx.db()?.call(counted).await??;
     let count: i64 = rows.first().map_or(0, |row| row.get(0));
     let word = &ctx.config::<Greetings>().word;
     let greeting = format!("{word}, {name}");

@@ -1,0 +1,194 @@
+//! The W3C trace context of each request, and its server span.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer,
+};
+use opentelemetry::{Context, KeyValue};
+use steward_actors::trace::propagator;
+
+/// `traceparent`: read from the request, written on every response.
+pub const HEADER: HeaderName = HeaderName::from_static("traceparent");
+
+/// Middleware: continues the caller's trace (or starts one), makes it current while the
+/// request is handled — so every log line about it carries its `trace_id` — records the server
+/// span when tracing is on, and answers with the request's own `traceparent`.
+pub async fn trace(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let parent = extract(req.headers());
+    let cx = match steward_actors::trace::enabled() {
+        true => server_span(&parent, &req),
+        false => untraced(&parent),
+    };
+    let result = next.call(req).with_context(cx.clone()).await;
+    let span = cx.span();
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            span.set_status(Status::error("the request failed"));
+            span.end();
+            return Err(error);
+        }
+    };
+    if span.is_recording() {
+        let status = response.status();
+        let route = response.request().match_pattern();
+        let method = response.request().method().as_str().to_owned();
+        if let Some(route) = &route {
+            span.update_name(format!("{method} {route}"));
+            span.set_attribute(KeyValue::new("http.route", route.clone()));
+        }
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        if status.is_server_error() {
+            span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
+            span.set_status(Status::error(""));
+        }
+        span.end();
+    }
+    if let Ok(value) = HeaderValue::from_str(&traceparent(span.span_context())) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    Ok(response)
+}
+
+/// The caller's context from `traceparent` and `tracestate`; empty when absent or malformed.
+fn extract(headers: &HeaderMap) -> Context {
+    if !headers.contains_key(&HEADER) {
+        return Context::new();
+    }
+    propagator().extract(&Headers(headers))
+}
+
+/// The request's server span, a child of the caller's span (or a new trace's root).
+fn server_span(parent: &Context, req: &ServiceRequest) -> Context {
+    let Some(tracer) = steward_actors::trace::tracer() else {
+        return untraced(parent);
+    };
+    let method = req.method().as_str().to_owned();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.clone()),
+        KeyValue::new("url.path", req.path().to_owned()),
+        KeyValue::new("url.scheme", req.connection_info().scheme().to_owned()),
+    ];
+    if let Some(peer) = req.peer_addr() {
+        attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
+    }
+    if let Some(agent) = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+    }
+    let span = tracer
+        .span_builder(method)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
+    parent.with_span(span)
+}
+
+/// With tracing off: the caller's trace (or a new one) with a span id of this request's own,
+/// recorded nowhere but in the logs and the response header. The sampled flag is passed on
+/// as it came, so a downstream service still honours the caller's decision.
+fn untraced(parent: &Context) -> Context {
+    let caller = parent.span().span_context().clone();
+    let (trace_id, flags, state) = if caller.is_valid() {
+        (
+            caller.trace_id(),
+            caller.trace_flags(),
+            caller.trace_state().clone(),
+        )
+    } else {
+        (
+            TraceId::from(rand::random::<u128>().max(1)),
+            TraceFlags::default(),
+            Default::default(),
+        )
+    };
+    let span_id = SpanId::from(rand::random::<u64>().max(1));
+    Context::new()
+        .with_remote_span_context(SpanContext::new(trace_id, span_id, flags, false, state))
+}
+
+/// `00-<trace id>-<span id>-<flags>`.
+fn traceparent(context: &SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags().to_u8()
+    )
+}
+
+/// The request's headers as the propagator reads them.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderMap, HeaderValue};
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::{extract, traceparent, untraced, HEADER};
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(HEADER, HeaderValue::from_str(value).unwrap());
+        map
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_continued_with_a_new_span_id() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = untraced(&extract(&headers(incoming)));
+        let span = cx.span().span_context().clone();
+        assert_eq!(
+            span.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_ne!(span.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(span.is_sampled());
+        assert!(traceparent(&span).starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    }
+
+    #[test]
+    fn a_malformed_traceparent_starts_a_new_trace() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let cx = untraced(&extract(&headers(bad)));
+            let span = cx.span().span_context().clone();
+            assert!(span.is_valid(), "{bad}");
+            assert_ne!(
+                span.trace_id().to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "{bad}"
+            );
+            assert!(!span.is_sampled(), "{bad}");
+        }
+    }
+}
