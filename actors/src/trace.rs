@@ -371,14 +371,19 @@ impl<A: Actor, T: 'static> InScope<A> for ResponseActFuture<A, T> {
     }
 }
 
-/// The span of a message being handled, and when handling began.
+/// The context a message is handled in (its span's, or the sender's when no span is
+/// recorded: log lines still carry the sender's trace), and when handling began.
 pub struct MessageScope {
     context: TraceContext,
     handling: Instant,
+    recorded: bool,
 }
 
 impl MessageScope {
     fn finish(&self) {
+        if !self.recorded {
+            return;
+        }
         let span = self.context.span();
         span.set_attribute(KeyValue::new(
             "steward.handling_s",
@@ -509,22 +514,33 @@ where
 {
     let wait = traced.sent.elapsed();
     mailbox_wait.observe(wait.as_secs_f64());
-    let scope = message_span(name, message_name::<M>(), &traced.context, wait);
-    let reply = actor.handle(traced.message, ctx);
-    match scope {
-        Some(scope) => reply.in_scope(scope),
-        None => reply,
+    // A message sent outside any trace (a timer's, a probe's) is handled as it is.
+    if !traced.context.has_active_span() {
+        return actor.handle(traced.message, ctx);
     }
+    let scope = message_span(name, message_name::<M>(), traced.context, wait);
+    let reply = {
+        let _current = scope.context.clone().attach();
+        actor.handle(traced.message, ctx)
+    };
+    reply.in_scope(scope)
 }
 
-/// The span of one message, started when it was sent; it ends when the reply is ready.
+/// The span of one message, started when it was sent; it ends when the reply is ready. Not
+/// recorded (tracing off, the trace not sampled), the message runs in its sender's context.
 fn message_span(
     actor: &'static str,
     message: &'static str,
-    parent: &TraceContext,
+    parent: TraceContext,
     wait: Duration,
-) -> Option<MessageScope> {
-    let tracer = tracer().filter(|_| records_under(parent))?;
+) -> MessageScope {
+    let Some(tracer) = tracer().filter(|_| records_under(&parent)) else {
+        return MessageScope {
+            context: parent,
+            handling: Instant::now(),
+            recorded: false,
+        };
+    };
     let now = SystemTime::now();
     let mut builder = tracer
         .span_builder(format!("{actor} {message}"))
@@ -535,13 +551,14 @@ fn message_span(
             KeyValue::new("steward.mailbox_wait_s", wait.as_secs_f64()),
         ]);
     builder.start_time = now.checked_sub(wait);
-    let span = builder.start_with_context(tracer, parent);
+    let span = builder.start_with_context(tracer, &parent);
     let cx = parent.with_span(span);
     cx.span().add_event("dequeued", Vec::new());
-    Some(MessageScope {
+    MessageScope {
         context: cx,
         handling: Instant::now(),
-    })
+        recorded: true,
+    }
 }
 
 /// `Get` for `steward_actors::cache::Get`: the type's last path segment, generics dropped.

@@ -4,6 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use steward::config::{ConfigError, Loaded, Origin, Sources};
 
@@ -178,6 +179,79 @@ fn out_of_range_values_are_rejected() {
         let error = load_err(&sources(None, None, &[(var, value)]));
         assert_eq!(error.key, key, "{var}={value}: {error}");
     }
+}
+
+#[test]
+fn opentelemetry_variables_set_tracing_and_steward_variables_win_over_them() {
+    let from_otel = loaded(&sources(
+        None,
+        None,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_SERVICE_NAME", "ledger"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1500"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("STEWARD__TRACING__BATCH_SIZE", "50"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "60"),
+        ],
+    ));
+    let tracing = &from_otel.settings.tracing;
+    assert_eq!(tracing.endpoint, "http://collector:4318");
+    assert_eq!(tracing.service_name, "ledger");
+    assert_eq!(tracing.export_timeout, Duration::from_millis(1500));
+    assert_eq!(tracing.queue_size, 100);
+    assert_eq!(tracing.sample_ratio, 0.25);
+    assert_eq!(tracing.batch_size, 50, "STEWARD__ wins over OTEL_");
+    assert_eq!(
+        from_otel.origin("tracing.endpoint"),
+        Some(&Origin::Env("OTEL_EXPORTER_OTLP_ENDPOINT".into()))
+    );
+
+    let on = temp_file("tracing.toml", "[tracing]\nenabled = true\n");
+    let disabled = [("OTEL_SDK_DISABLED", "true")];
+    let off = loaded(&sources(None, Some(on.clone()), &disabled));
+    assert!(
+        !off.settings.tracing.enabled,
+        "OTEL_SDK_DISABLED over the file"
+    );
+    let explicit = [disabled[0], ("STEWARD__TRACING__ENABLED", "true")];
+    let still_on = loaded(&sources(None, Some(on), &explicit));
+    assert!(still_on.settings.tracing.enabled, "STEWARD__ over OTEL_");
+    // A sampler steward does not have leaves the ratio alone.
+    let other = loaded_with(&[
+        ("OTEL_TRACES_SAMPLER", "always_off"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+    ]);
+    assert_eq!(other.settings.tracing.sample_ratio, 1.0);
+
+    for (var, value, key) in [
+        (
+            "STEWARD__TRACING__SAMPLE_RATIO",
+            "1.5",
+            "tracing.sample_ratio",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "collector:4318",
+            "tracing.endpoint",
+        ),
+        ("STEWARD__TRACING__HEADERS", "no-value", "tracing.headers"),
+        ("STEWARD__TRACING__BATCH_SIZE", "5000", "tracing.batch_size"),
+        (
+            "STEWARD__TRACING__EXPORT_TIMEOUT",
+            "0s",
+            "tracing.export_timeout",
+        ),
+    ] {
+        let error = load_err(&sources(None, None, &[(var, value)]));
+        assert_eq!(error.key, key, "{var}={value}: {error}");
+    }
+}
+
+fn loaded_with(vars: &[(&str, &str)]) -> Loaded {
+    loaded(&sources(None, None, vars))
 }
 
 #[test]
