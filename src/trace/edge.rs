@@ -75,27 +75,33 @@ fn server_span(parent: &Context, req: &ServiceRequest) -> Context {
         return untraced(parent);
     };
     let method = req.method().as_str().to_owned();
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", method.clone()),
-        KeyValue::new("url.path", req.path().to_owned()),
-        KeyValue::new("url.scheme", req.connection_info().scheme().to_owned()),
-    ];
-    if let Some(peer) = req.peer_addr() {
-        attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
-    }
-    if let Some(agent) = req
-        .headers()
-        .get(actix_web::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
-    }
+    // The sampler (by ratio, by parent) needs no attributes: they are made only for a span that
+    // is recorded, so the requests a low ratio leaves out cost a span id and little more.
     let span = tracer
-        .span_builder(method)
+        .span_builder(method.clone())
         .with_kind(SpanKind::Server)
-        .with_attributes(attributes)
         .start_with_context(tracer, parent);
-    parent.with_span(span)
+    let cx = parent.with_span(span);
+    let span = cx.span();
+    if span.is_recording() {
+        span.set_attribute(KeyValue::new("http.request.method", method));
+        span.set_attribute(KeyValue::new("url.path", req.path().to_owned()));
+        span.set_attribute(KeyValue::new(
+            "url.scheme",
+            req.connection_info().scheme().to_owned(),
+        ));
+        if let Some(peer) = req.peer_addr() {
+            span.set_attribute(KeyValue::new("client.address", peer.ip().to_string()));
+        }
+        if let Some(agent) = req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            span.set_attribute(KeyValue::new("user_agent.original", agent.to_owned()));
+        }
+    }
+    cx
 }
 
 /// With tracing off: the caller's trace (or a new one) with a span id of this request's own,
