@@ -19,7 +19,6 @@ use std::time::SystemTime;
 
 use log::kv::{Key, Value, VisitSource};
 use log::{Log, Metadata, Record};
-use opentelemetry::trace::TraceContextExt;
 
 use crate::config::LogFormat;
 
@@ -229,16 +228,8 @@ fn build(filter: &str, format: LogFormat) -> env_logger::Logger {
 /// The trace and span of the work being done on this thread (a request, an actor message
 /// sent with `call`, a job run), which every line written for it carries.
 fn current_trace() -> Option<(String, String)> {
-    opentelemetry::Context::map_current(|cx| {
-        let span = cx.span();
-        let context = span.span_context();
-        context.is_valid().then(|| {
-            (
-                context.trace_id().to_string(),
-                context.span_id().to_string(),
-            )
-        })
-    })
+    steward_actors::trace::current_ids()
+        .map(|ids| (ids.trace_id.to_string(), ids.span_id.to_string()))
 }
 
 fn timestamp() -> String {

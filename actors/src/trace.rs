@@ -23,20 +23,23 @@
 
 use std::any::type_name;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::dev::{Request, ToEnvelope};
 use actix::prelude::*;
-use opentelemetry::context::FutureExt as _;
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{Link, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{
+    Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceId, Tracer,
+};
+use opentelemetry::ContextGuard;
 use opentelemetry::{Context as TraceContext, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use prometheus::Histogram;
@@ -49,12 +52,32 @@ static TRACER: OnceLock<BoxedTracer> = OnceLock::new();
 /// The instrumentation scope of every span steward makes.
 pub const SCOPE: &str = "steward";
 
-/// Turns span recording on for this process. steward's start calls it once the tracer
-/// provider is installed (`opentelemetry::global::set_tracer_provider`); until then, and
-/// without it, no span is made.
-pub fn enable() {
+/// The share of new traces recorded, as the bits of an `f64`.
+static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(0);
+
+/// Turns span recording on for this process, new traces recorded at `sample_ratio`. steward's
+/// start calls it once the tracer provider is installed
+/// (`opentelemetry::global::set_tracer_provider`, with a parent-based sampler that records
+/// every root it is asked for); until then, and without it, no span is made.
+///
+/// Why roots are sampled here rather than by the SDK's ratio sampler: a trace the ratio leaves
+/// out would still make an SDK span (ids, allocations, a sampler call) and carry an
+/// OpenTelemetry context through every actor hop, for nothing; deciding first, a left-out
+/// request costs what it costs with tracing off.
+pub fn enable(sample_ratio: f64) {
     TRACER.get_or_init(|| global::tracer(SCOPE));
+    SAMPLE_RATIO.store(sample_ratio.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Release);
+}
+
+/// Whether a new trace (a request without a caller's trace, a job run) is recorded:
+/// tracing on, and the draw within `sample_ratio`.
+pub fn sample_root() -> bool {
+    if !enabled() {
+        return false;
+    }
+    let ratio = f64::from_bits(SAMPLE_RATIO.load(Ordering::Relaxed));
+    ratio >= 1.0 || rand::random::<f64>() < ratio
 }
 
 /// Whether spans are being recorded (`[tracing] enabled`).
@@ -83,6 +106,91 @@ fn records_under(parent: &TraceContext) -> bool {
 #[inline]
 pub fn recording() -> bool {
     enabled() && TraceContext::map_current(|cx| cx.span().span_context().is_sampled())
+}
+
+/// The trace and span a piece of work belongs to, as its log lines show them. Kept apart from
+/// OpenTelemetry's context (a thread-local stack of reference-counted maps) in a `Copy` value
+/// of its own, so that the trace id reaches every log line at the cost of setting a cell, with
+/// tracing off too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// The span within it (with tracing off, the request's own span id).
+    pub span_id: SpanId,
+}
+
+impl Ids {
+    /// The ids of `context`, if it is valid.
+    pub fn of(context: &SpanContext) -> Option<Self> {
+        context.is_valid().then(|| Self {
+            trace_id: context.trace_id(),
+            span_id: context.span_id(),
+        })
+    }
+}
+
+thread_local! {
+    static CURRENT_IDS: Cell<Option<Ids>> = const { Cell::new(None) };
+}
+
+/// The ids of the work being done on this thread (a request, an actor message sent with
+/// [`Call::call`], a job run): what every log line carries.
+#[inline]
+pub fn current_ids() -> Option<Ids> {
+    CURRENT_IDS.with(Cell::get)
+}
+
+/// Where a piece of work runs: OpenTelemetry's context (when tracing is on) and the ids its
+/// log lines carry.
+#[derive(Clone, Default)]
+pub struct Scope {
+    /// The context spans made inside it descend from; `None` with tracing off.
+    pub context: Option<TraceContext>,
+    /// What log lines written inside it carry.
+    pub ids: Option<Ids>,
+}
+
+impl Scope {
+    /// A scope with tracing on: the context and its span's ids.
+    pub fn of(context: TraceContext) -> Self {
+        let ids = Ids::of(context.span().span_context());
+        Self {
+            context: Some(context),
+            ids,
+        }
+    }
+
+    /// Makes the scope current until the guard drops.
+    pub fn enter(&self) -> ScopeGuard {
+        ScopeGuard {
+            _context: self.context.clone().map(TraceContext::attach),
+            ids: CURRENT_IDS.with(|cell| cell.replace(self.ids)),
+        }
+    }
+
+    /// `work`, with this scope current on every poll.
+    pub fn run<F: Future>(self, work: F) -> InScopeFuture<F> {
+        InScopeFuture {
+            inner: Box::pin(work),
+            scope: MessageScope {
+                scope: self,
+                handling: None,
+            },
+        }
+    }
+}
+
+/// Restores the scope that was current before [`Scope::enter`].
+pub struct ScopeGuard {
+    _context: Option<ContextGuard>,
+    ids: Option<Ids>,
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        CURRENT_IDS.with(|cell| cell.set(self.ids));
+    }
 }
 
 /// A span of steward's (or of a service's), ended when dropped. When it is not recorded —
@@ -184,7 +292,7 @@ impl Span {
     /// hang under it.
     pub async fn in_scope<F: Future>(&self, work: F) -> F::Output {
         match &self.cx {
-            Some(cx) => work.with_context(cx.clone()).await,
+            Some(cx) => Scope::of(cx.clone()).run(work).await,
             None => work.await,
         }
     }
@@ -261,7 +369,7 @@ pub fn annotate(attribute: impl FnOnce() -> KeyValue) {
 /// `traceparent`), with the job's id, kind and attempt. The enqueuing span carries the same
 /// `steward.job.id`, so each is found from the other.
 pub fn job_span(id: &str, kind: &str, attempt: u32, enqueued_by: Option<&str>) -> Span {
-    let Some(tracer) = tracer() else {
+    let Some(tracer) = tracer().filter(|_| sample_root()) else {
         return Span::none();
     };
     let links = enqueued_by
@@ -295,18 +403,21 @@ pub fn job_span(id: &str, kind: &str, attempt: u32, enqueued_by: Option<&str>) -
 pub struct Traced<M> {
     /// The message.
     pub message: M,
-    /// The sender's trace context.
-    pub context: TraceContext,
+    /// The sender's OpenTelemetry context (taken only with tracing on) and trace ids.
+    pub scope: Scope,
     /// When it was sent: the start of its mailbox wait.
     pub sent: Instant,
 }
 
 impl<M> Traced<M> {
-    /// `message` in the current trace context, sent now.
+    /// `message` in the current scope, sent now.
     pub fn new(message: M) -> Self {
         Self {
             message,
-            context: TraceContext::current(),
+            scope: Scope {
+                context: enabled().then(TraceContext::current),
+                ids: current_ids(),
+            },
             sent: Instant::now(),
         }
     }
@@ -371,30 +482,29 @@ impl<A: Actor, T: 'static> InScope<A> for ResponseActFuture<A, T> {
     }
 }
 
-/// The context a message is handled in (its span's, or the sender's when no span is
-/// recorded: log lines still carry the sender's trace), and when handling began.
+/// The scope a message is handled in (its span's, or the sender's when no span is recorded:
+/// log lines still carry the sender's trace), and when handling began if its span is recorded.
 pub struct MessageScope {
-    context: TraceContext,
-    handling: Instant,
-    recorded: bool,
+    scope: Scope,
+    handling: Option<Instant>,
 }
 
 impl MessageScope {
     fn finish(&self) {
-        if !self.recorded {
+        let (Some(handling), Some(context)) = (self.handling, &self.scope.context) else {
             return;
-        }
-        let span = self.context.span();
+        };
+        let span = context.span();
         span.set_attribute(KeyValue::new(
             "steward.handling_s",
-            self.handling.elapsed().as_secs_f64(),
+            handling.elapsed().as_secs_f64(),
         ));
         span.end();
     }
 }
 
-/// A reply polled with its message's span current.
-struct InScopeFuture<F: ?Sized> {
+/// Work polled with its scope current; a message's span ends when its reply is ready.
+pub struct InScopeFuture<F: ?Sized> {
     inner: Pin<Box<F>>,
     scope: MessageScope,
 }
@@ -404,7 +514,7 @@ impl<F: Future + ?Sized> Future for InScopeFuture<F> {
 
     fn poll(self: Pin<&mut Self>, task: &mut std::task::Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let _guard = this.scope.context.clone().attach();
+        let _guard = this.scope.scope.enter();
         let poll = this.inner.as_mut().poll(task);
         if poll.is_ready() {
             this.scope.finish();
@@ -423,7 +533,7 @@ impl<A: Actor, F: ActorFuture<A> + ?Sized> ActorFuture<A> for InScopeFuture<F> {
         task: &mut std::task::Context<'_>,
     ) -> Poll<F::Output> {
         let this = self.get_mut();
-        let _guard = this.scope.context.clone().attach();
+        let _guard = this.scope.scope.enter();
         let poll = this.inner.as_mut().poll(actor, ctx, task);
         if poll.is_ready() {
             this.scope.finish();
@@ -497,8 +607,8 @@ macro_rules! traced_messages {
 
 /// Handles a [`Traced`] message with the actor's own `Handler<M>`: observes the mailbox wait
 /// in `mailbox_wait` (the actor's child of `actor_mailbox_wait_seconds`), opens the message's
-/// span (from the moment it was sent, with a `dequeued` event when handling began, the wait
-/// and the handling time as attributes) and runs the reply inside it. What
+/// span (from the moment it was sent, the wait and the handling time as attributes: handling
+/// began at start + wait) and runs the reply inside it. What
 /// [`traced_messages!`](crate::traced_messages) expands to.
 pub fn handle_traced<A, M>(
     actor: &mut A,
@@ -515,12 +625,12 @@ where
     let wait = traced.sent.elapsed();
     mailbox_wait.observe(wait.as_secs_f64());
     // A message sent outside any trace (a timer's, a probe's) is handled as it is.
-    if !traced.context.has_active_span() {
+    if traced.scope.ids.is_none() {
         return actor.handle(traced.message, ctx);
     }
-    let scope = message_span(name, message_name::<M>(), traced.context, wait);
+    let scope = message_span::<M>(name, traced.scope, wait);
     let reply = {
-        let _current = scope.context.clone().attach();
+        let _current = scope.scope.enter();
         actor.handle(traced.message, ctx)
     };
     reply.in_scope(scope)
@@ -528,19 +638,18 @@ where
 
 /// The span of one message, started when it was sent; it ends when the reply is ready. Not
 /// recorded (tracing off, the trace not sampled), the message runs in its sender's context.
-fn message_span(
-    actor: &'static str,
-    message: &'static str,
-    parent: TraceContext,
-    wait: Duration,
-) -> MessageScope {
-    let Some(tracer) = tracer().filter(|_| records_under(&parent)) else {
+fn message_span<M>(actor: &'static str, sender: Scope, wait: Duration) -> MessageScope {
+    let recorded = tracer()
+        .zip(sender.context.as_ref())
+        .filter(|(_, cx)| records_under(cx));
+    let Some((tracer, parent)) = recorded else {
         return MessageScope {
-            context: parent,
-            handling: Instant::now(),
-            recorded: false,
+            scope: sender,
+            handling: None,
         };
     };
+    // Only for a recorded span: the name is found by searching the type's path.
+    let message = message_name::<M>();
     let now = SystemTime::now();
     let mut builder = tracer
         .span_builder(format!("{actor} {message}"))
@@ -551,13 +660,10 @@ fn message_span(
             KeyValue::new("steward.mailbox_wait_s", wait.as_secs_f64()),
         ]);
     builder.start_time = now.checked_sub(wait);
-    let span = builder.start_with_context(tracer, &parent);
-    let cx = parent.with_span(span);
-    cx.span().add_event("dequeued", Vec::new());
+    let span = builder.start_with_context(tracer, parent);
     MessageScope {
-        context: cx,
-        handling: Instant::now(),
-        recorded: true,
+        scope: Scope::of(parent.with_span(span)),
+        handling: Some(Instant::now()),
     }
 }
 

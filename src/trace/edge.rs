@@ -4,13 +4,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer,
+    SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
-use steward_actors::trace::propagator;
+use steward_actors::trace::{propagator, Ids, Scope};
 
 /// `traceparent`: read from the request, written on every response.
 pub const HEADER: HeaderName = HeaderName::from_static("traceparent");
@@ -23,11 +22,25 @@ pub async fn trace(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let parent = extract(req.headers());
-    let cx = match steward_actors::trace::enabled() {
-        true => server_span(&parent, &req),
-        false => untraced(&parent),
+    let caller = parent.span().span_context().clone();
+    let recorded = match caller.is_valid() {
+        true => steward_actors::trace::enabled() && caller.is_sampled(),
+        false => steward_actors::trace::sample_root(),
     };
-    let result = next.call(req).with_context(cx.clone()).await;
+    // Not recorded (tracing off, the caller's trace not sampled, or a new trace the ratio
+    // leaves out): the ids alone, which cost a few random bytes.
+    if !recorded {
+        let (ids, flags) = untraced(&parent);
+        let scope = Scope {
+            context: None,
+            ids: Some(ids),
+        };
+        let mut response = scope.run(next.call(req)).await?;
+        insert(&mut response, ids, flags);
+        return Ok(response);
+    }
+    let cx = server_span(&parent, &req);
+    let result = Scope::of(cx.clone()).run(next.call(req)).await;
     let span = cx.span();
     let mut response = match result {
         Ok(response) => response,
@@ -55,10 +68,18 @@ pub async fn trace(
         }
         span.end();
     }
-    if let Ok(value) = HeaderValue::from_str(&traceparent(span.span_context())) {
-        response.headers_mut().insert(HEADER, value);
+    let context = span.span_context();
+    if let Some(ids) = Ids::of(context) {
+        insert(&mut response, ids, context.trace_flags());
     }
     Ok(response)
+}
+
+/// The request's own `traceparent`, on its response.
+fn insert<B>(response: &mut ServiceResponse<B>, ids: Ids, flags: TraceFlags) {
+    if let Ok(value) = HeaderValue::from_bytes(&traceparent(ids, flags)) {
+        response.headers_mut().insert(HEADER, value);
+    }
 }
 
 /// The caller's context from `traceparent` and `tracestate`; empty when absent or malformed.
@@ -72,7 +93,7 @@ fn extract(headers: &HeaderMap) -> Context {
 /// The request's server span, a child of the caller's span (or a new trace's root).
 fn server_span(parent: &Context, req: &ServiceRequest) -> Context {
     let Some(tracer) = steward_actors::trace::tracer() else {
-        return untraced(parent);
+        return parent.clone();
     };
     let method = req.method().as_str().to_owned();
     // The sampler (by ratio, by parent) needs no attributes: they are made only for a span that
@@ -104,37 +125,41 @@ fn server_span(parent: &Context, req: &ServiceRequest) -> Context {
     cx
 }
 
-/// With tracing off: the caller's trace (or a new one) with a span id of this request's own,
-/// recorded nowhere but in the logs and the response header. The sampled flag is passed on
+/// Unrecorded: the caller's trace (or a new one) with a span id of this request's own, kept
+/// nowhere but in the logs and the response header. The sampled flag is passed on
 /// as it came, so a downstream service still honours the caller's decision.
-fn untraced(parent: &Context) -> Context {
+fn untraced(parent: &Context) -> (Ids, TraceFlags) {
     let caller = parent.span().span_context().clone();
-    let (trace_id, flags, state) = if caller.is_valid() {
-        (
-            caller.trace_id(),
-            caller.trace_flags(),
-            caller.trace_state().clone(),
-        )
+    let (trace_id, flags) = if caller.is_valid() {
+        (caller.trace_id(), caller.trace_flags())
     } else {
         (
             TraceId::from(rand::random::<u128>().max(1)),
             TraceFlags::default(),
-            Default::default(),
         )
     };
     let span_id = SpanId::from(rand::random::<u64>().max(1));
-    Context::new()
-        .with_remote_span_context(SpanContext::new(trace_id, span_id, flags, false, state))
+    (Ids { trace_id, span_id }, flags)
 }
 
-/// `00-<trace id>-<span id>-<flags>`.
-fn traceparent(context: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        context.trace_id(),
-        context.span_id(),
-        context.trace_flags().to_u8()
-    )
+/// `00-<trace id>-<span id>-<flags>`, written by hand: it is on every response, and the
+/// formatting machinery cost more than the rest of the trace context with tracing off.
+fn traceparent(ids: Ids, flags: TraceFlags) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 55];
+    out[..2].copy_from_slice(b"00");
+    let fields: [(&[u8], usize); 3] = [
+        (&ids.trace_id.to_bytes(), 3),
+        (&ids.span_id.to_bytes(), 36),
+        (&[flags.to_u8()], 53),
+    ];
+    for (bytes, at) in fields {
+        for (i, byte) in bytes.iter().enumerate() {
+            out[at + 2 * i] = HEX[usize::from(byte >> 4)];
+            out[at + 2 * i + 1] = HEX[usize::from(byte & 0xf)];
+        }
+    }
+    out
 }
 
 /// The request's headers as the propagator reads them.
@@ -153,7 +178,6 @@ impl Extractor for Headers<'_> {
 #[cfg(test)]
 mod tests {
     use actix_web::http::header::{HeaderMap, HeaderValue};
-    use opentelemetry::trace::TraceContextExt;
 
     use super::{extract, traceparent, untraced, HEADER};
 
@@ -166,15 +190,15 @@ mod tests {
     #[test]
     fn a_valid_traceparent_is_continued_with_a_new_span_id() {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let cx = untraced(&extract(&headers(incoming)));
-        let span = cx.span().span_context().clone();
+        let (ids, flags) = untraced(&extract(&headers(incoming)));
+        assert_eq!(ids.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(ids.span_id.to_string(), "00f067aa0ba902b7");
+        assert!(flags.is_sampled());
+        let written = traceparent(ids, flags);
         assert_eq!(
-            span.trace_id().to_string(),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
+            std::str::from_utf8(&written).unwrap(),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", ids.span_id)
         );
-        assert_ne!(span.span_id().to_string(), "00f067aa0ba902b7");
-        assert!(span.is_sampled());
-        assert!(traceparent(&span).starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
     }
 
     #[test]
@@ -186,15 +210,13 @@ mod tests {
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "garbage",
         ] {
-            let cx = untraced(&extract(&headers(bad)));
-            let span = cx.span().span_context().clone();
-            assert!(span.is_valid(), "{bad}");
+            let (ids, flags) = untraced(&extract(&headers(bad)));
             assert_ne!(
-                span.trace_id().to_string(),
+                ids.trace_id.to_string(),
                 "4bf92f3577b34da6a3ce929d0e0e4736",
                 "{bad}"
             );
-            assert!(!span.is_sampled(), "{bad}");
+            assert!(!flags.is_sampled(), "{bad}");
         }
     }
 }

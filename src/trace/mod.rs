@@ -66,8 +66,9 @@ use opentelemetry_sdk::Resource;
 use steward_actors::Metrics;
 
 pub use steward_actors::trace::{
-    annotate, current_traceparent, enabled, error_type, event, handle_traced, recording, Call,
-    InScope, MessageScope, Span, Traced,
+    annotate, current_ids, current_traceparent, enabled, error_type, event, handle_traced,
+    recording, Call, Ids, InScope, InScopeFuture, MessageScope, Scope, ScopeGuard, Span, Traced,
+    TracedActor,
 };
 
 pub(crate) use edge::trace as middleware;
@@ -126,9 +127,9 @@ pub(crate) fn install(
     };
     let provider = SdkTracerProvider::builder()
         .with_span_processor(queue)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            settings.sample_ratio,
-        ))))
+        // New traces are sampled at the edge and at a job's run (`sample_root`), before any
+        // span exists; what reaches the SDK is a sampled parent's child or a chosen root.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(
             Resource::builder()
                 .with_service_name(name)
@@ -139,7 +140,7 @@ pub(crate) fn install(
     // Keeps the tracer's scope name steward's, whoever asks the global provider.
     let _ = provider.tracer(steward_actors::trace::SCOPE);
     opentelemetry::global::set_tracer_provider(provider.clone());
-    steward_actors::trace::enable();
+    steward_actors::trace::enable(settings.sample_ratio);
     Ok(Some(Tracing { queue: flusher }))
 }
 

@@ -430,8 +430,12 @@ impl Handler<Enqueue> for JobWorker {
         Box::pin(async move {
             let id = new_job_id();
             // Read here, not before the future: a `Traced` message's context is current
-            // while its reply is polled.
-            let trace = trace::current_traceparent();
+            // while its reply is polled. Kept only when spans are recorded, the one use of it
+            // (the run's link): otherwise it would be ~110 bytes of Redis per job for nothing.
+            let trace = match trace::enabled() {
+                true => trace::current_traceparent(),
+                false => String::new(),
+            };
             trace::annotate(|| KeyValue::new("steward.job.id", id.clone()));
             let job = NewJob {
                 id: &id,
