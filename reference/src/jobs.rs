@@ -9,10 +9,10 @@ use steward::actors::db::{Param, Query};
 use steward::actors::lock::{Acquire, Acquired, Holder, LockName, Release};
 use steward::actors::StoreError;
 use steward::jobs::{Job, JobError, JobRun};
+use steward::trace::Call;
 use steward::{Context, Service};
 
 use crate::config::{AccountsConfig, IdempotencyConfig};
-use steward::trace::Call;
 
 /// Adds the reference's job kinds, and its scheduled prune, to `service`.
 pub fn declare(service: Service) -> Service {

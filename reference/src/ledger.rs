@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use steward::actors::db::{pg_error, tx_work, DbActor, Param, Query, Transact};
 use steward::actors::StoreError;
+use steward::trace::Call;
 use steward::{Context, Deadline, ErrorCode};
 use tokio_postgres::types::Type;
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
 use crate::errors;
-use steward::trace::Call;
 
 /// The database actor and the deadline of the request (or job) the ledger works for: every
 /// statement it sends carries the deadline.

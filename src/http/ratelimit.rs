@@ -10,13 +10,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
+use opentelemetry::KeyValue;
 use steward_actors::ratelimit::{canonical_path, Check, Decision, Policy, Reservations, Source};
 
 use super::client;
 use super::error::{codes, ApiError};
 use crate::state::EdgeState;
 use crate::trace::Call;
-use opentelemetry::KeyValue;
 
 const POLICY_HEADER: HeaderName = HeaderName::from_static("ratelimit-policy");
 const STATE_HEADER: HeaderName = HeaderName::from_static("ratelimit");
