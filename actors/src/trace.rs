@@ -17,9 +17,14 @@
 //!
 //! A message sent with plain `send` still works; it is handled outside any trace.
 //!
+//! What log lines carry is kept apart: [`Ids`], a `Copy` pair in a cell of its own, set with
+//! the context by every [`Scope`]. Carrying OpenTelemetry's context costs more, so it is
+//! carried only for traces that are recorded; the ids always are.
+//!
 //! Spans are made only when tracing is on ([`enable`], from `[tracing] enabled`) and the
-//! current trace is sampled: with tracing off, or for the traces a sampler dropped, a store
-//! call costs one thread-local read here and no allocation.
+//! current trace is sampled. New traces are sampled before any span exists ([`sample_root`]),
+//! so with tracing off, or for the traces left out, a store call costs a thread-local read
+//! here and no allocation.
 
 use std::any::type_name;
 use std::borrow::Cow;
@@ -194,8 +199,7 @@ impl Drop for ScopeGuard {
 }
 
 /// A span of steward's (or of a service's), ended when dropped. When it is not recorded —
-/// tracing off, or the trace not sampled — it is nothing but the parent context, so every
-/// method is a no-op and costs nothing.
+/// tracing off, or the trace not sampled — it holds nothing, and every method is a no-op.
 ///
 /// ```
 /// use opentelemetry::KeyValue;

@@ -6,7 +6,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer,
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
 use steward_actors::trace::{propagator, Ids, Scope};
@@ -30,7 +30,7 @@ pub async fn trace(
     // Not recorded (tracing off, the caller's trace not sampled, or a new trace the ratio
     // leaves out): the ids alone, which cost a few random bytes.
     if !recorded {
-        let (ids, flags) = untraced(&parent);
+        let (ids, flags) = untraced(&caller);
         let scope = Scope {
             context: None,
             ids: Some(ids),
@@ -128,8 +128,7 @@ fn server_span(parent: &Context, req: &ServiceRequest) -> Context {
 /// Unrecorded: the caller's trace (or a new one) with a span id of this request's own, kept
 /// nowhere but in the logs and the response header. The sampled flag is passed on
 /// as it came, so a downstream service still honours the caller's decision.
-fn untraced(parent: &Context) -> (Ids, TraceFlags) {
-    let caller = parent.span().span_context().clone();
+fn untraced(caller: &SpanContext) -> (Ids, TraceFlags) {
     let (trace_id, flags) = if caller.is_valid() {
         (caller.trace_id(), caller.trace_flags())
     } else {
@@ -178,6 +177,7 @@ impl Extractor for Headers<'_> {
 #[cfg(test)]
 mod tests {
     use actix_web::http::header::{HeaderMap, HeaderValue};
+    use opentelemetry::trace::TraceContextExt;
 
     use super::{extract, traceparent, untraced, HEADER};
 
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn a_valid_traceparent_is_continued_with_a_new_span_id() {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let (ids, flags) = untraced(&extract(&headers(incoming)));
+        let (ids, flags) = untraced(extract(&headers(incoming)).span().span_context());
         assert_eq!(ids.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(ids.span_id.to_string(), "00f067aa0ba902b7");
         assert!(flags.is_sampled());
@@ -210,7 +210,7 @@ mod tests {
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "garbage",
         ] {
-            let (ids, flags) = untraced(&extract(&headers(bad)));
+            let (ids, flags) = untraced(extract(&headers(bad)).span().span_context());
             assert_ne!(
                 ids.trace_id.to_string(),
                 "4bf92f3577b34da6a3ce929d0e0e4736",
